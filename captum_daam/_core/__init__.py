@@ -1,0 +1,1 @@
+"""The mathematics of DAAM, written once and independent of any architecture."""

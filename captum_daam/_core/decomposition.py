@@ -1,0 +1,110 @@
+"""The decomposition module: the readout row of the attention, split over tokens.
+
+For one attention layer with heads ``h`` and channels ``c = (h, d)`` (head-major), the
+readout token ``t`` (the class token) produces the attention output row
+
+    Z[t, (h, d)] = sum_j a0[h, j] * V[h, j, d],        a0 = softmax_j(scale * q_t . k_j + bias_j)
+
+so ``S[j, (h, d)] = a0[h, j] * V[h, j, d]`` decomposes ``Z[t]`` over the tokens ``j``:
+``S.sum(0) == Z[t]``. DAAM weights the channels of ``S`` by the importance of ``Z[t]``.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The precision DAAM computes in: float64 stays float64, everything else is float32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def readout_row_bias(
+    attn_mask: Optional[Tensor],
+    is_causal: bool,
+    row: int,
+    num_tokens: int,
+    dtype: torch.dtype,
+    device: torch.device,
+) -> Optional[Tensor]:
+    """The additive bias the attention applies to the logits of query ``row``.
+
+    ``attn_mask`` follows ``torch.nn.functional.scaled_dot_product_attention``: a boolean
+    mask (``True`` = attend) or an additive float mask, broadcastable to
+    (batch, heads, queries, keys). Returns a tensor broadcastable to (batch, heads, keys),
+    or ``None`` when nothing is masked.
+    """
+    bias: Optional[Tensor] = None
+    if attn_mask is not None:
+        mask_row = attn_mask[..., row, :]
+        if mask_row.dtype == torch.bool:
+            zeros = torch.zeros((), dtype=dtype, device=device)
+            bias = torch.where(mask_row, zeros, torch.full_like(zeros, float("-inf")))
+        else:
+            bias = mask_row.to(dtype)
+    if is_causal:
+        causal = torch.zeros(num_tokens, dtype=dtype, device=device)
+        causal[row + 1 :] = float("-inf")
+        bias = causal if bias is None else bias + causal
+    return bias
+
+
+def readout_attention_row(
+    q_row: Tensor, k: Tensor, scale: float, bias: Optional[Tensor] = None
+) -> Tensor:
+    """Post-softmax attention of one query over all keys, per head, without forming N x N.
+
+    Args:
+        q_row: Query of the readout token, (batch, heads, head_dim), after any q-norm.
+        k: Keys, (batch, heads, tokens, head_dim), after any k-norm or rotary embedding.
+        scale: The logit scale the attention uses (``head_dim ** -0.5`` in most models).
+        bias: Optional additive bias broadcastable to (batch, heads, tokens): relative
+            position bias, attention mask.
+
+    Returns:
+        ``a0``, (batch, heads, tokens), rows summing to one, in :func:`compute_dtype`.
+    """
+    dtype = compute_dtype(q_row.dtype)
+    logits = torch.matmul(k.to(dtype), q_row.to(dtype).unsqueeze(-1)).squeeze(-1) * scale
+    if bias is not None:
+        logits = logits + bias
+    return logits.softmax(dim=-1)
+
+
+def decompose(a0: Tensor, v: Tensor) -> Tensor:
+    """The explicit decomposition ``S`` of the readout row over tokens.
+
+    Args:
+        a0: Readout attention row, (batch, heads, tokens).
+        v: Values, (batch, heads, tokens, head_dim).
+
+    Returns:
+        ``S``, (batch, tokens, heads * head_dim), channels head-major, so that
+        ``S.sum(1)`` is the readout row of the attention output before the projection.
+    """
+    dtype = compute_dtype(v.dtype)
+    s = a0.to(dtype).unsqueeze(-1) * v.to(dtype)  # (batch, heads, tokens, head_dim)
+    batch, heads, tokens, head_dim = s.shape
+    return s.permute(0, 2, 1, 3).reshape(batch, tokens, heads * head_dim)
+
+
+def token_relevance(a0: Tensor, v: Tensor, weights: Tensor) -> Tensor:
+    """``sum_c weights[c] * S[j, c]`` for every token ``j``, without materialising ``S``.
+
+    Args:
+        a0: Readout attention row, (batch, heads, tokens).
+        v: Values, (batch, heads, tokens, head_dim).
+        weights: Channel weights, (batch, heads * head_dim), head-major.
+
+    Returns:
+        Signed relevance of every token (prefix tokens included), (batch, tokens). It sums
+        over tokens to ``weights . Z[readout]`` (completeness of the decomposition).
+    """
+    dtype = compute_dtype(v.dtype)
+    batch, heads, tokens, head_dim = v.shape
+    w = weights.to(dtype).reshape(batch, heads, head_dim, 1)
+    value_scores = torch.matmul(v.to(dtype), w).squeeze(-1)  # (batch, heads, tokens)
+    return (a0.to(dtype) * value_scores).sum(dim=1)

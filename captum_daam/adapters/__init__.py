@@ -1,0 +1,49 @@
+"""Architecture knowledge: one adapter per model family, found by :func:`get_adapter`."""
+
+from __future__ import annotations
+
+from typing import List, Type
+
+from torch import nn
+
+from ..errors import UnsupportedModelError
+from .base import AttentionSite, ModelAdapter
+from .timm_vit import TimmVisionTransformerAdapter
+
+#: Tried in order; the first whose ``matches`` accepts the model wins.
+ADAPTERS: List[Type[ModelAdapter]] = [TimmVisionTransformerAdapter]
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The module inside ``DataParallel`` / ``DistributedDataParallel`` wrappers."""
+    while isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+        model = model.module
+    return model
+
+
+def get_adapter(model: nn.Module) -> ModelAdapter:
+    """The adapter for ``model``, or :class:`UnsupportedModelError` naming what is."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(
+            f"DAAM needs the model as a torch.nn.Module, got {type(model).__name__}"
+        )
+    base = unwrap_model(model)
+    for adapter_cls in ADAPTERS:
+        if adapter_cls.matches(base):
+            return adapter_cls(base)
+    supported = "; ".join(a.description for a in ADAPTERS)
+    raise UnsupportedModelError(
+        f"DAAM does not support {type(base).__name__}: it needs a Vision Transformer "
+        f"whose attention the class token reads out through. Supported: {supported}. "
+        "See docs/models.md"
+    )
+
+
+__all__ = [
+    "ADAPTERS",
+    "AttentionSite",
+    "ModelAdapter",
+    "TimmVisionTransformerAdapter",
+    "get_adapter",
+    "unwrap_model",
+]

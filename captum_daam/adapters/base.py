@@ -1,0 +1,123 @@
+"""The interface between DAAM and a model family.
+
+Everything DAAM needs to know about an architecture lives behind these two classes:
+
+* an :class:`AttentionSite` describes one attention layer that the readout token attends
+  through: where the value vectors and the attention output before the projection (``Z``)
+  live, and how to recompute the readout row of its post-softmax attention;
+* a :class:`ModelAdapter` finds the sites of a model, knows its prefix tokens (class,
+  distillation, register tokens), and maps patch tokens back to the image grid.
+
+The method itself (:mod:`captum_daam._core`) never looks inside a model.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
+
+#: Called by a site once per forward (and per device under ``DataParallel``) with the
+#: readout row of the attention ``a0`` of shape (N, heads, tokens) and the values ``v`` of
+#: shape (N, heads, tokens, head_dim). Both are detached.
+RowSink = Callable[[Tensor, Tensor], None]
+
+
+@dataclass(frozen=True)
+class AttentionSite:
+    """One attention layer as DAAM sees it.
+
+    Args:
+        name: Qualified module name inside the model (``"blocks.3.attn"``).
+        module: The attention module itself; this is what users pass as ``layer``.
+        z_module: The module whose *input* is ``Z``, the attention output before the
+            projection, tokens x (heads * head_dim), heads concatenated head-major.
+        num_heads: Number of attention heads.
+        head_dim: Channels per head.
+        install: ``install(token_index, sink)`` registers the forward hooks that recompute
+            the readout row of the attention and hand it, with the values, to ``sink``.
+            Returns the hook handles; the caller removes them.
+    """
+
+    name: str
+    module: nn.Module
+    z_module: nn.Module
+    num_heads: int
+    head_dim: int
+    install: Callable[[int, RowSink], List[RemovableHandle]] = field(repr=False)
+
+
+class ModelAdapter(ABC):
+    """Architecture knowledge for one model family.
+
+    Subclasses implement :meth:`matches` and the constructor; everything else is derived.
+    """
+
+    #: Short human-readable name of the family, used in error messages and results.
+    family: str = ""
+    #: What the family covers, listed in the error raised for unsupported models.
+    description: str = ""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+
+    @classmethod
+    @abstractmethod
+    def matches(cls, model: nn.Module) -> bool:
+        """Whether this adapter handles ``model`` (the unwrapped module)."""
+
+    @property
+    @abstractmethod
+    def sites(self) -> Sequence[AttentionSite]:
+        """All attention layers the readout token attends through, input side first."""
+
+    @property
+    @abstractmethod
+    def num_prefix_tokens(self) -> int:
+        """Tokens before the patch tokens (class, distillation, registers)."""
+
+    @property
+    @abstractmethod
+    def readout_tokens(self) -> Dict[str, int]:
+        """Readout tokens that can be explained, by name, e.g. ``{"cls": 0, "dist": 1}``.
+        The first entry is the default."""
+
+    @abstractmethod
+    def grid_size(self, image_size: Tuple[int, int]) -> Tuple[int, int]:
+        """Patch grid (rows, columns) for an input of ``image_size`` (height, width).
+
+        Raises ``ValueError`` naming the fix when the model cannot take that size.
+        """
+
+    @property
+    def in_chans(self) -> Optional[int]:
+        """Input channels the model expects, or ``None`` when unknown."""
+        return None
+
+    @property
+    def num_classes(self) -> Optional[int]:
+        """Classes of the model's head: 0 for a headless backbone, ``None`` if unknown."""
+        return None
+
+    def sites_for(self, layers: Optional[Sequence[nn.Module]]) -> List[AttentionSite]:
+        """The sites of ``layers`` (attention modules), or all sites when ``None``."""
+        if layers is None:
+            return list(self.sites)
+        by_module = {id(site.module): site for site in self.sites}
+        chosen = []
+        for layer in layers:
+            site = by_module.get(id(layer))
+            if site is None:
+                names = ", ".join(site.name for site in self.sites)
+                raise ValueError(
+                    f"layer {type(layer).__name__} is not an attention module of this "
+                    f"{self.family} model that the readout token attends through; pass "
+                    f"attention modules such as model.blocks[-1].attn (known: {names})"
+                )
+            chosen.append(site)
+        order = {id(site.module): i for i, site in enumerate(self.sites)}
+        return sorted(chosen, key=lambda site: order[id(site.module)])
+

@@ -1,0 +1,170 @@
+"""timm ``VisionTransformer`` and its subclasses.
+
+Covers ``vit_*`` and ``deit_*`` (the distilled DeiT's extra token included), register
+models (``*_reg*``), DINO and DINOv2 (LayerScale lives outside the attention, so it needs
+nothing here), q/k-norm variants and ``dynamic_img_size=True`` models.
+
+Where things live in ``timm.layers.Attention``::
+
+    qkv = attn.qkv(x)                   # (N, T, 3 * heads * head_dim): q | k | v, head-major
+    q, k = attn.q_norm(q), attn.k_norm(k)
+    z = softmax(attn.scale * q k^T + mask) v   # fused (SDPA) or not: never materialised here
+    out = attn.proj(attn.norm(z))       # Z is the input of attn.proj (norm is Identity)
+
+Tokens are ``[cls, (dist), (registers...), patches...]``, patches row-major.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from timm.layers import Attention
+from timm.models.vision_transformer import VisionTransformer
+from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
+
+from .._core.decomposition import (
+    compute_dtype,
+    readout_attention_row,
+    readout_row_bias,
+)
+from ..errors import UnsupportedModelError
+from .base import AttentionSite, ModelAdapter, RowSink
+
+
+def _install_attention_hooks(
+    attn: Attention, token_index: int, sink: RowSink
+) -> List[RemovableHandle]:
+    """Recompute the readout row of ``attn`` from its own ``qkv`` output."""
+    # Per device: the (replica of the) attention module running there and its mask.
+    calls: Dict[torch.device, Tuple[nn.Module, Optional[Tensor], bool]] = {}
+
+    def remember_call(module: nn.Module, args: Tuple[Any, ...], kwargs: Dict[str, Any]):
+        attn_mask = kwargs.get("attn_mask", args[1] if len(args) > 1 else None)
+        is_causal = bool(kwargs.get("is_causal", args[2] if len(args) > 2 else False))
+        calls[args[0].device] = (module, attn_mask, is_causal)
+
+    def readout_row(module: nn.Module, args: Tuple[Any, ...], qkv: Tensor) -> None:
+        owner, attn_mask, is_causal = calls.pop(qkv.device, (attn, None, False))
+        with torch.no_grad():
+            batch, tokens, _ = qkv.shape
+            heads, head_dim = owner.num_heads, owner.head_dim
+            qkv = qkv.detach().reshape(batch, tokens, 3, heads, head_dim)
+            q_row = owner.q_norm(qkv[:, token_index, 0])  # (N, heads, head_dim)
+            k = owner.k_norm(qkv[:, :, 1].transpose(1, 2))  # (N, heads, T, head_dim)
+            v = qkv[:, :, 2].transpose(1, 2)  # a view: no copy of the values
+            bias = readout_row_bias(
+                attn_mask, is_causal, token_index, tokens, compute_dtype(qkv.dtype), qkv.device
+            )
+            a0 = readout_attention_row(q_row, k, owner.scale, bias)
+        sink(a0, v)
+
+    return [
+        attn.register_forward_pre_hook(remember_call, with_kwargs=True),
+        attn.qkv.register_forward_hook(readout_row),
+    ]
+
+
+def _attention_site(name: str, attn: nn.Module, model_name: str) -> AttentionSite:
+    if type(attn) is not Attention:
+        raise UnsupportedModelError(
+            f"{model_name}: block attention {name} is {type(attn).__name__}, not timm's "
+            "Attention; DAAM supports timm VisionTransformer blocks with the standard "
+            "Attention module (see docs/models.md)"
+        )
+    if not isinstance(attn.norm, nn.Identity) or getattr(attn, "gate", None) is not None:
+        raise UnsupportedModelError(
+            f"{model_name}: attention {name} normalises or gates its output before the "
+            "projection (scale_norm / gated), so the class-token decomposition no longer "
+            "sums to the projection input; such models are not supported yet"
+        )
+
+    def install(token_index: int, sink: RowSink) -> List[RemovableHandle]:
+        return _install_attention_hooks(attn, token_index, sink)
+
+    return AttentionSite(
+        name=name,
+        module=attn,
+        z_module=attn.proj,
+        num_heads=attn.num_heads,
+        head_dim=attn.head_dim,
+        install=install,
+    )
+
+
+class TimmVisionTransformerAdapter(ModelAdapter):
+    """timm ``VisionTransformer`` (and subclasses such as the distilled DeiT)."""
+
+    family = "timm VisionTransformer"
+    description = (
+        "timm VisionTransformer with a class token and global_pool='token': vit_*, "
+        "deit_* (distilled included), register models (*_reg*), DINO / DINOv2, "
+        "q/k-norm variants, dynamic_img_size=True"
+    )
+
+    @classmethod
+    def matches(cls, model: nn.Module) -> bool:
+        return isinstance(model, VisionTransformer)
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__(model)
+        model_name = type(model).__name__
+        if getattr(model, "cls_token", None) is None:
+            raise UnsupportedModelError(
+                f"{model_name} has no class token (class_token=False, "
+                f"global_pool={model.global_pool!r}); DAAM decomposes the class-token "
+                "readout. Use a model with a class token and global_pool='token'"
+            )
+        if model.global_pool != "token" or getattr(model, "attn_pool", None) is not None:
+            raise UnsupportedModelError(
+                f"{model_name} reads out with global_pool={model.global_pool!r}, not its "
+                "class token, so the class-token decomposition does not explain its "
+                "prediction; use a model with global_pool='token'"
+            )
+        self._sites = [
+            _attention_site(f"blocks.{i}.attn", block.attn, model_name)
+            for i, block in enumerate(model.blocks)
+        ]
+        self._tokens = {"cls": 0}
+        if getattr(model, "dist_token", None) is not None:
+            self._tokens["dist"] = 1
+
+    @property
+    def sites(self) -> Sequence[AttentionSite]:
+        return self._sites
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        return int(self.model.num_prefix_tokens)
+
+    @property
+    def readout_tokens(self) -> Dict[str, int]:
+        return dict(self._tokens)
+
+    @property
+    def in_chans(self) -> Optional[int]:
+        proj = getattr(self.model.patch_embed, "proj", None)
+        return getattr(proj, "in_channels", None)
+
+    @property
+    def num_classes(self) -> Optional[int]:
+        return int(self.model.num_classes)
+
+    def grid_size(self, image_size: Tuple[int, int]) -> Tuple[int, int]:
+        patch_embed = self.model.patch_embed
+        if self.model.dynamic_img_size:
+            rows, cols = patch_embed.dynamic_feat_size(image_size)
+            if rows < 1 or cols < 1:
+                raise ValueError(
+                    f"inputs of size {image_size} are smaller than one patch "
+                    f"{tuple(patch_embed.patch_size)}"
+                )
+            return int(rows), int(cols)
+        if tuple(image_size) != tuple(patch_embed.img_size):
+            raise ValueError(
+                f"{type(self.model).__name__} was built for "
+                f"{tuple(patch_embed.img_size)} inputs, got {tuple(image_size)}; resize "
+                "the images, or create the model with dynamic_img_size=True"
+            )
+        return tuple(int(g) for g in patch_embed.grid_size)  # type: ignore[return-value]

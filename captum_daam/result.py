@@ -1,0 +1,71 @@
+"""The result of DAAM: per-block and accumulated maps, as plain tensors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+from torch import Tensor
+
+
+@dataclass
+class DAAMFlow:
+    """The attention flow of a batch: how the map builds up block by block.
+
+    Attributes:
+        block_maps: ``L_b``, (N, blocks, rows, cols): each block's own map, >= 0.
+        accumulated: ``D_b = L_1 + ... + L_b``, (N, blocks, rows, cols); the last block is
+            the final map returned by ``attribute``.
+        targets: Classes explained, (N,) long: the predicted class where ``target=None``.
+        scores: The explained score per example (the target logit), (N,).
+        token_relevance: Signed relevance of every token before the ReLU, (N, blocks,
+            tokens), prefix tokens first; ``token_relevance[:, b].sum(-1)`` equals the
+            weighted readout row of block b's attention output (completeness).
+        layer_names: Qualified names of the explained attention modules, input side first.
+        num_prefix_tokens: Tokens before the patches (class, distillation, registers).
+        token_index: Index of the readout token explained (0: class, 1: distillation).
+        input_size: (height, width) of the inputs, for upsampling.
+    """
+
+    block_maps: Tensor
+    accumulated: Tensor
+    targets: Tensor
+    scores: Tensor
+    token_relevance: Tensor
+    layer_names: Tuple[str, ...]
+    num_prefix_tokens: int
+    token_index: int
+    input_size: Tuple[int, int]
+
+    @property
+    def final(self) -> Tensor:
+        """The final map ``D_B``, (N, 1, rows, cols), unnormalised."""
+        return self.accumulated[:, -1:]
+
+    @property
+    def grid_size(self) -> Tuple[int, int]:
+        """The patch grid (rows, cols)."""
+        return int(self.block_maps.shape[-2]), int(self.block_maps.shape[-1])
+
+    @property
+    def num_blocks(self) -> int:
+        return int(self.block_maps.shape[1])
+
+    def contributions(self) -> Tensor:
+        """Share of the final map's mass contributed by each block, (N, blocks).
+
+        Rows sum to one (all zeros for an example whose final map is zero).
+        """
+        mass = self.block_maps.sum(dim=(-2, -1))
+        total = mass.sum(dim=1, keepdim=True)
+        return mass / total.clamp(min=1e-30) * (total > 0)
+
+    def upsampled(
+        self, which: str = "accumulated", size: Optional[Tuple[int, int]] = None,
+        mode: str = "bilinear",
+    ) -> Tensor:
+        """``accumulated`` or ``block_maps`` upsampled to ``size`` (default: the input)."""
+        from .display import upsample
+
+        maps = {"accumulated": self.accumulated, "block_maps": self.block_maps}[which]
+        return upsample(maps, size or self.input_size, mode=mode)

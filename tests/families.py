@@ -1,0 +1,74 @@
+"""Small randomly initialised models, one per supported timm family, for the tests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Dict, List, Optional, Tuple
+
+import timm
+import torch
+from torch import nn
+
+NUM_CLASSES = 10
+SMALL = dict(embed_dim=48, num_heads=3, depth=3, num_classes=NUM_CLASSES)
+
+
+@dataclass(frozen=True)
+class Family:
+    """A timm model name, the overrides that make it tiny, and its test image sizes."""
+
+    model_name: str
+    kwargs: Dict[str, object] = field(default_factory=dict)
+    sizes: Tuple[Tuple[int, int], ...] = ((32, 32),)
+    tokens: Tuple[str, ...] = ("cls",)
+
+
+FAMILIES: Dict[str, Family] = {
+    "vit": Family("vit_tiny_patch16_224", dict(img_size=32, patch_size=8)),
+    "deit": Family("deit_tiny_patch16_224", dict(img_size=32, patch_size=8)),
+    "deit_distilled": Family(
+        "deit_tiny_distilled_patch16_224",
+        dict(img_size=32, patch_size=8),
+        tokens=("cls", "dist"),
+    ),
+    "vit_registers": Family(
+        "vit_small_patch14_reg4_dinov2",
+        dict(img_size=28, patch_size=7, init_values=0.5),
+        sizes=((28, 28),),
+    ),
+    "dino": Family("vit_small_patch16_224", dict(img_size=32, patch_size=8)),
+    "dinov2": Family(
+        "vit_small_patch14_dinov2",
+        dict(img_size=28, patch_size=7, init_values=0.5),
+        sizes=((28, 28),),
+    ),
+    "qk_norm": Family("vit_tiny_patch16_224", dict(img_size=32, patch_size=8, qk_norm=True)),
+    "dynamic": Family(
+        "vit_tiny_patch16_224",
+        dict(img_size=32, patch_size=8, dynamic_img_size=True),
+        sizes=((32, 32), (24, 40), (48, 16), (16, 8)),
+    ),
+}
+
+
+@lru_cache(maxsize=None)
+def build(name: str, dtype: torch.dtype = torch.float64, seed: int = 0) -> nn.Module:
+    """The family's tiny model, eval mode, deterministic weights, larger than timm's
+    0.02-std init so that the logits and maps are far from degenerate."""
+    family = FAMILIES[name]
+    torch.manual_seed(seed)
+    model = timm.create_model(family.model_name, pretrained=False, **{**SMALL, **family.kwargs})
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.dim() > 1:
+                param.normal_(0, 0.2)
+    return model.to(dtype).eval()
+
+
+def attention_modules(model: nn.Module) -> List[nn.Module]:
+    return [block.attn for block in model.blocks]
+
+
+def token_index(name: str, token: Optional[str]) -> int:
+    return 1 if token == "dist" else 0
