@@ -54,7 +54,8 @@ def relevance_flow(
         )
     rows = recorder.gather(_sort_key_list(recorder.devices, device_ids))
     relevance = []
-    for (a0, v), (grad_z,) in zip(rows, grads):
-        weights = channel_weights(grad_z[:, token_index].to(a0.device), signed_weights)
+    for site, (a0, v), (grad_z,) in zip(sites, rows, grads):
+        grad_row = grad_z[:, site.readout_row_of_z(token_index)]
+        weights = channel_weights(grad_row.to(a0.device), signed_weights)
         relevance.append(token_relevance(a0, v, weights))
     return torch.stack(relevance, dim=1)

@@ -40,6 +40,8 @@ class AttentionSite:
         install: ``install(token_index, sink)`` registers the forward hooks that recompute
             the readout row of the attention and hand it, with the values, to ``sink``.
             Returns the hook handles; the caller removes them.
+        z_row: Row of ``Z`` that holds the readout token, when it is not the readout
+            token's index (class-attention layers that compute only the class row).
     """
 
     name: str
@@ -48,6 +50,11 @@ class AttentionSite:
     num_heads: int
     head_dim: int
     install: Callable[[int, RowSink], List[RemovableHandle]] = field(repr=False)
+    z_row: Optional[int] = None
+
+    def readout_row_of_z(self, token_index: int) -> int:
+        """Row of ``Z`` whose gradient weights the channels for ``token_index``."""
+        return token_index if self.z_row is None else self.z_row
 
 
 class ModelAdapter(ABC):
