@@ -1,0 +1,72 @@
+"""Figures and GIFs are made from results, returned, and written only where asked."""
+
+import numpy as np
+import pytest
+import torch
+from matplotlib.figure import Figure
+from PIL import Image
+
+from captum_daam import DAAM
+from captum_daam.visualization import (
+    class_names_for,
+    display_frames,
+    flow_figure,
+    flow_gif,
+    overlay,
+    to_display_image,
+)
+from families import build
+
+
+@pytest.fixture(scope="module")
+def example():
+    model = build("vit", torch.float32)
+    images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    return images, DAAM(model).attribute(images, return_flow=True)
+
+
+def test_flow_figure_has_every_block(example, tmp_path):
+    images, flow = example
+    path = tmp_path / "flow.png"
+    figure = flow_figure(images[1], flow, index=1, path=path)
+    assert isinstance(figure, Figure)
+    blocks = flow.num_blocks
+    assert len(figure.axes) == 2 * (blocks + 1) + 1  # two rows of (input + B) and bars
+    bars = figure.axes[-1].patches
+    heights = np.array([bar.get_height() for bar in bars])
+    np.testing.assert_allclose(heights, flow.contributions()[1].numpy(), rtol=1e-6)
+    assert path.stat().st_size > 0
+    only_d = flow_figure(images[0], flow, show_block_maps=False, mapping="linear")
+    assert len(only_d.axes) == (blocks + 1) + 1
+
+
+def test_gif_has_one_frame_per_block(example, tmp_path):
+    images, flow = example
+    path = flow_gif(images[0], flow, tmp_path / "flow.gif", scale=2)
+    with Image.open(path) as gif:
+        assert gif.n_frames == flow.num_blocks
+        assert gif.size == (64, 64)
+
+
+def test_overlay_and_frames(example, tmp_path):
+    images, flow = example
+    assert isinstance(overlay(images[0], flow.final[0], path=tmp_path / "o.png"), Figure)
+    frames = display_frames(flow, 0, "sigmoid")
+    assert frames.shape == (flow.num_blocks, 32, 32)
+    assert frames.min() >= 0 and frames.max() <= 1
+    with pytest.raises(ValueError, match="choose one of"):
+        display_frames(flow, 0, "log")
+
+
+def test_display_image_undoes_normalisation():
+    mean, std = (0.5, 0.4, 0.3), (0.2, 0.2, 0.25)
+    pixels = torch.rand(3, 5, 7)
+    normalised = (pixels - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
+    shown = to_display_image(normalised, mean, std)
+    np.testing.assert_allclose(shown, pixels.permute(1, 2, 0).numpy(), atol=1e-6)
+
+
+def test_imagenet_names_only_for_1000_classes():
+    names = class_names_for(1000)
+    assert len(names) == 1000 and "tabby" in names[281]
+    assert class_names_for(10) is None
