@@ -217,7 +217,7 @@ class DAAM(_DAAMBase):
         record: Dict[str, Tensor] = {}
 
         def score_fn(output: Any) -> Tensor:
-            scores, used = class_scores(output, targets)
+            scores, used = class_scores(self.adapter.logits(output), targets)
             record["targets"], record["scores"] = used, scores.detach()
             return scores
 

@@ -8,10 +8,23 @@ from torch import nn
 
 from ..errors import UnsupportedModelError
 from .base import AttentionSite, ModelAdapter
+from .huggingface import HuggingFaceViTAdapter
+from .timm_beit_eva import TimmBeitAdapter, TimmEvaAdapter
+from .timm_cait import TimmCaitAdapter
 from .timm_vit import TimmVisionTransformerAdapter
+from .timm_xcit import TimmXcitAdapter
 
-#: Tried in order; the first whose ``matches`` accepts the model wins.
-ADAPTERS: List[Type[ModelAdapter]] = [TimmVisionTransformerAdapter]
+#: Tried in order; the first whose ``matches`` accepts the model wins. The timm classes
+#: are unrelated (none subclasses another), so their order does not matter among them;
+#: the Hugging Face adapter matches by class name without importing transformers.
+ADAPTERS: List[Type[ModelAdapter]] = [
+    TimmVisionTransformerAdapter,
+    TimmCaitAdapter,
+    TimmXcitAdapter,
+    TimmBeitAdapter,
+    TimmEvaAdapter,
+    HuggingFaceViTAdapter,
+]
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
@@ -42,8 +55,13 @@ def get_adapter(model: nn.Module) -> ModelAdapter:
 __all__ = [
     "ADAPTERS",
     "AttentionSite",
+    "HuggingFaceViTAdapter",
     "ModelAdapter",
+    "TimmBeitAdapter",
+    "TimmCaitAdapter",
+    "TimmEvaAdapter",
     "TimmVisionTransformerAdapter",
+    "TimmXcitAdapter",
     "get_adapter",
     "unwrap_model",
 ]

@@ -109,6 +109,41 @@ class ModelAdapter(ABC):
         """Classes of the model's head: 0 for a headless backbone, ``None`` if unknown."""
         return None
 
+    def features(self, model: nn.Module, *inputs: object) -> Tensor:
+        """The embedding self-supervised DAAM explains: one feature vector per image.
+
+        Used by :class:`~captum_daam.SelfSupervisedDAAM` and
+        :meth:`~captum_daam.MemoryBank.build` when no ``feature_fn`` is given. It should be
+        read out from the readout token that DAAM decomposes (the class token).
+
+        Args:
+            model: The module to run: this adapter's model or, under ``DataParallel``,
+                its replica on one device (so use ``model``, not ``self.model``).
+            *inputs: The images (N, C, H, W), then any additional forward arguments.
+
+        Returns:
+            Features (N, D), differentiable with respect to the model's activations.
+        """
+        raise NotImplementedError(
+            f"the {self.family or type(self).__name__} adapter does not define the "
+            "feature embedding of its models; pass feature_fn=lambda model, x: ... "
+            "returning (N, D) class-token features to SelfSupervisedDAAM and "
+            "MemoryBank.build"
+        )
+
+    def logits(self, output: object) -> object:
+        """The (N, classes) logits in the model's output, for the supervised score.
+
+        The default returns ``output`` unchanged (timm models return the logits tensor).
+        Adapters for models that return a structured output (Hugging Face's
+        ``ImageClassifierOutput``) override it to pick the logits out; anything that is
+        not a logits tensor is passed through, so the score's own checks still apply.
+
+        Args:
+            output: What the model's forward returned.
+        """
+        return output
+
     def sites_for(self, layers: Optional[Sequence[nn.Module]]) -> List[AttentionSite]:
         """The sites of ``layers`` (attention modules), or all sites when ``None``."""
         if layers is None:

@@ -151,6 +151,12 @@ class TimmVisionTransformerAdapter(ModelAdapter):
     def num_classes(self) -> Optional[int]:
         return int(self.model.num_classes)
 
+    def features(self, model: nn.Module, *inputs: Any) -> Tensor:
+        """The pooled pre-logits class-token embedding (the head, if any, is not run):
+        ``model.forward_head(model.forward_features(x, ...), pre_logits=True)``, i.e. the
+        final norm's class token (through ``fc_norm``, if the model has one)."""
+        return model.forward_head(model.forward_features(*inputs), pre_logits=True)
+
     def grid_size(self, image_size: Tuple[int, int]) -> Tuple[int, int]:
         patch_embed = self.model.patch_embed
         if self.model.dynamic_img_size:
