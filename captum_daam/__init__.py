@@ -7,13 +7,18 @@
 from .attr import DAAM
 from .display import linear_mapping, sigmoid_mapping, upsample
 from .errors import UnsupportedModelError
+from .memory_bank import MemoryBank
 from .result import DAAMFlow
+from .self_supervised import SelfSupervisedDAAM, SelfSupervisedFlow
 
 __version__ = "0.1.0"
 
 __all__ = [
     "DAAM",
     "DAAMFlow",
+    "MemoryBank",
+    "SelfSupervisedDAAM",
+    "SelfSupervisedFlow",
     "UnsupportedModelError",
     "linear_mapping",
     "sigmoid_mapping",
