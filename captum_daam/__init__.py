@@ -5,8 +5,10 @@
 """
 
 from .attr import DAAM
+from .baselines import ViTLayerGradCam, attention_rollout, tokens_to_grid
 from .display import linear_mapping, sigmoid_mapping, upsample
 from .errors import UnsupportedModelError
+from .input_space import DAAMInput, to_input_space
 from .memory_bank import MemoryBank
 from .result import DAAMFlow
 from .self_supervised import SelfSupervisedDAAM, SelfSupervisedFlow
@@ -16,11 +18,16 @@ __version__ = "0.1.0"
 __all__ = [
     "DAAM",
     "DAAMFlow",
+    "DAAMInput",
     "MemoryBank",
     "SelfSupervisedDAAM",
     "SelfSupervisedFlow",
     "UnsupportedModelError",
+    "ViTLayerGradCam",
+    "attention_rollout",
     "linear_mapping",
     "sigmoid_mapping",
+    "to_input_space",
+    "tokens_to_grid",
     "upsample",
 ]
