@@ -160,11 +160,13 @@ def explain(
     target: Optional[int] = None,
     topk: int = 1,
     gif: bool = False,
+    html: bool = False,
     boxes: Optional[Dict[str, List[float]]] = None,
     progress: bool = True,
 ) -> dict:
     """Explain ``files`` and write, per image, the flow figure, the raw maps (.npz) and
-    optionally a GIF, plus ``summary.json``. Returns the summary."""
+    optionally a GIF, plus ``summary.json`` and optionally the interactive viewer
+    ``viewer.html`` of all images. Returns the summary."""
     from tqdm import tqdm
 
     from . import DAAM
@@ -185,6 +187,7 @@ def explain(
         return names[index] if names is not None else f"class {index}"
 
     records, problems = [], []
+    shown_images, shown_flows = [], []  # for the viewer
     seconds_explaining = 0.0
     loaded_images = list(_load_images(files, loaded.transform))
     good = [(f, x) for f, x in loaded_images if isinstance(x, torch.Tensor)]
@@ -208,6 +211,9 @@ def explain(
                               target=targets.reshape(-1), return_flow=True)
         seconds_explaining += time.perf_counter() - begin
         contributions = flow.contributions().cpu()
+        if html:
+            shown_images.append(images.cpu())
+            shown_flows.append([flow.select(slice(j, None, per_image)) for j in range(per_image)])
         for i, (file, image) in enumerate(chunk):
             rows = slice(i * per_image, (i + 1) * per_image)
             stem = out / file.stem
@@ -246,6 +252,16 @@ def explain(
             })
         bar.update(len(chunk))
     bar.close()
+    if html and shown_images:
+        from .result import DAAMFlow
+        from .viewer import write_flow_viewer
+
+        write_flow_viewer(
+            out / "viewer.html", torch.cat(shown_images),
+            [DAAMFlow.cat([chunk[j] for chunk in shown_flows]) for j in range(len(shown_flows[0]))],
+            class_names=names, image_names=[f.name for f, _ in good], mean=loaded.mean,
+            std=loaded.std,
+        )
     summary = {
         "model": loaded.name,
         "device": str(device),
@@ -268,7 +284,7 @@ def _upsampled(flow, index: int, image: torch.Tensor) -> torch.Tensor:
 
 
 def demo(out: Path, num_images: int = 6, seed: int = 2026, gif: bool = False,
-         progress: bool = True) -> dict:
+         html: bool = False, progress: bool = True) -> dict:
     """The main job on the embedded default: render synthetic images (saved under
     ``out/inputs``), explain them with the embedded ViT, and score the maps against the
     objects' exact boxes."""
@@ -289,7 +305,7 @@ def demo(out: Path, num_images: int = 6, seed: int = 2026, gif: bool = False,
         files.append(file)
         boxes[file.name] = [float(v) for v in box]
     summary = explain(load_model(None, None), files, out, torch.device("cpu"), gif=gif,
-                      boxes=boxes, progress=progress)
+                      html=html, boxes=boxes, progress=progress)
     energies = [e["energy_in_box"] for r in summary["images"] for e in r["explained"]]
     areas = [e["box_area_fraction"] for r in summary["images"] for e in r["explained"]]
     summary["localisation"] = {
@@ -318,10 +334,13 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     ex.add_argument("--batch-size", type=int, default=8)
     ex.add_argument("--gif", action="store_true", help="also write the flow as a GIF")
+    ex.add_argument("--html", action="store_true",
+                    help="also write viewer.html, an interactive offline flow viewer")
     dm = commands.add_parser("demo", help="the embedded model on synthetic images, offline")
     dm.add_argument("--out", default="daam-demo", help="output folder")
     dm.add_argument("--images", type=int, default=6)
     dm.add_argument("--gif", action="store_true")
+    dm.add_argument("--html", action="store_true")
     return parser
 
 
@@ -330,7 +349,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         start = time.perf_counter()
         if args.command == "demo":
-            summary = demo(Path(args.out), args.images, gif=args.gif)
+            summary = demo(Path(args.out), args.images, gif=args.gif, html=args.html)
         else:
             if args.batch_size < 1:
                 raise UserError("--batch-size must be at least 1")
@@ -342,7 +361,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 raise UserError("no image files found in " + ", ".join(args.paths))
             summary = explain(load_model(args.model, args.weights), files, Path(args.out),
                               _device(args.device), args.batch_size, args.target,
-                              args.topk, args.gif)
+                              args.topk, args.gif, args.html)
         for line in summary["skipped"]:
             print(f"captum-daam: {line}", file=sys.stderr)
         if not summary["images"]:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Optional, Tuple
+from dataclasses import dataclass, fields, replace
+from typing import Optional, Sequence, Tuple, TypeVar, Union
 
+import torch
 from torch import Tensor
+
+FlowT = TypeVar("FlowT", bound="DAAMFlow")
 
 
 @dataclass
@@ -59,6 +62,30 @@ class DAAMFlow:
         mass = self.block_maps.sum(dim=(-2, -1))
         total = mass.sum(dim=1, keepdim=True)
         return mass / total.clamp(min=1e-30) * (total > 0)
+
+    def _per_example(self) -> Tuple[str, ...]:
+        """Names of the tensor fields with one entry per example."""
+        count = self.block_maps.shape[0]
+        return tuple(
+            f.name for f in fields(self)
+            if isinstance(getattr(self, f.name), Tensor)
+            and getattr(self, f.name).shape[:1] == (count,)
+        )
+
+    def select(self: FlowT, index: Union[int, slice, Sequence[int], Tensor]) -> FlowT:
+        """The flow of some examples: ``flow.select(slice(0, 2))``, ``flow.select([3])``."""
+        if isinstance(index, int):
+            index = [index]
+        return replace(self, **{name: getattr(self, name)[index] for name in self._per_example()})
+
+    @classmethod
+    def cat(cls, flows: Sequence[FlowT]) -> FlowT:
+        """Concatenate the flows of several batches explained with the same layers."""
+        first = flows[0]
+        if any(f.layer_names != first.layer_names for f in flows):
+            raise ValueError("cannot concatenate flows of different layers")
+        return replace(first, **{name: torch.cat([getattr(f, name) for f in flows])
+                                 for name in first._per_example()})
 
     def upsampled(
         self, which: str = "accumulated", size: Optional[Tuple[int, int]] = None,
