@@ -140,9 +140,10 @@ class DAAM(_DAAMBase):
     stays on and the model is left exactly as it was.
 
     Args:
-        model: A supported Vision Transformer classifier (timm ``VisionTransformer``
-            with a class token: ``vit_*``, ``deit_*``, distilled DeiT, register models,
-            DINO / DINOv2 architectures with a head). May be wrapped in
+        model: A supported Vision Transformer classifier: timm ``VisionTransformer``
+            with a class token (``vit_*``, ``deit_*``, distilled DeiT, register models,
+            DINO / DINOv2 architectures with a head), CaiT, XCiT, BEiT, EVA-02, or a
+            Hugging Face ViT / DeiT / DINOv2 classifier. May be wrapped in
             ``DataParallel``. See docs/models.md.
         layer: ``None`` explains every block whose attention the class token reads out
             through. An attention module (e.g. ``model.blocks[-1].attn``) or a list of
