@@ -39,7 +39,7 @@ projection (``scale_attn_inner=True``, as in the EVA-02 CLIP towers, or ``gated_
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -52,7 +52,8 @@ from torch.utils.hooks import RemovableHandle
 
 from .._core.decomposition import compute_dtype, readout_attention_row, readout_row_bias
 from ..errors import UnsupportedModelError
-from .base import AttentionSite, ModelAdapter, RowSink
+from .base import AttentionSite, RowSink
+from .timm_common import TimmClassTokenAdapter, attention_site, check_attention
 
 
 def _heads(t: Tensor, heads: int) -> Tensor:
@@ -97,58 +98,6 @@ def _check_token_readout(model: nn.Module) -> None:
         )
 
 
-def _fixed_grid(model: nn.Module, image_size: Tuple[int, int]) -> Tuple[int, int]:
-    patch_embed = model.patch_embed
-    if getattr(model, "dynamic_img_size", False):
-        rows, cols = patch_embed.dynamic_feat_size(image_size)
-        if rows < 1 or cols < 1:
-            raise ValueError(
-                f"inputs of size {tuple(image_size)} are smaller than one patch "
-                f"{tuple(patch_embed.patch_size)}"
-            )
-        return int(rows), int(cols)
-    if tuple(image_size) != tuple(patch_embed.img_size):
-        raise ValueError(
-            f"{type(model).__name__} was built for {tuple(patch_embed.img_size)} inputs, "
-            f"got {tuple(image_size)}; resize the images"
-            + ("" if isinstance(model, Beit) else ", or create the model with "
-               "dynamic_img_size=True")
-        )
-    return tuple(int(g) for g in patch_embed.grid_size)  # type: ignore[return-value]
-
-
-class _TokenAdapter(ModelAdapter):
-    """What BEiT and EVA share: class token first, prefix tokens, patch grid, head."""
-
-    @property
-    def sites(self) -> Sequence[AttentionSite]:
-        return self._sites
-
-    @property
-    def num_prefix_tokens(self) -> int:
-        return int(self.model.num_prefix_tokens)
-
-    @property
-    def readout_tokens(self) -> Dict[str, int]:
-        return {"cls": 0}
-
-    @property
-    def in_chans(self) -> Optional[int]:
-        proj = getattr(self.model.patch_embed, "proj", None)
-        return getattr(proj, "in_channels", None)
-
-    @property
-    def num_classes(self) -> Optional[int]:
-        return int(self.model.num_classes)
-
-    def features(self, model: nn.Module, *inputs: Any) -> Tensor:
-        """The pooled pre-logits class token (through ``fc_norm`` if the model has one)."""
-        return model.forward_head(model.forward_features(*inputs), pre_logits=True)
-
-    def grid_size(self, image_size: Tuple[int, int]) -> Tuple[int, int]:
-        return _fixed_grid(self.model, image_size)
-
-
 # --------------------------------------------------------------------------- BEiT
 
 
@@ -176,26 +125,12 @@ def _install_beit_hooks(
 
 
 def _beit_site(name: str, attn: nn.Module, model_name: str) -> AttentionSite:
-    if type(attn) is not BeitAttention:
-        raise UnsupportedModelError(
-            f"{model_name}: block attention {name} is {type(attn).__name__}, not BEiT's "
-            "Attention (see docs/models.md)"
-        )
-
-    def install(token_index: int, sink: RowSink) -> List[RemovableHandle]:
-        return _install_beit_hooks(attn, token_index, sink)
-
-    return AttentionSite(
-        name=name,
-        module=attn,
-        z_module=attn.proj,
-        num_heads=attn.num_heads,
-        head_dim=attn.qkv.out_features // (3 * attn.num_heads),
-        install=install,
-    )
+    check_attention(attn, BeitAttention, name, model_name, "BEiT's own Attention only")
+    return attention_site(name, attn, _install_beit_hooks,
+                          head_dim=attn.qkv.out_features // (3 * attn.num_heads))
 
 
-class TimmBeitAdapter(_TokenAdapter):
+class TimmBeitAdapter(TimmClassTokenAdapter):
     """timm ``Beit`` with a class-token readout."""
 
     family = "timm BEiT"
@@ -289,33 +224,13 @@ def _install_eva_hooks(
 
 
 def _eva_site(name: str, attn: nn.Module, model_name: str) -> AttentionSite:
-    if type(attn) is not EvaAttention:
-        raise UnsupportedModelError(
-            f"{model_name}: block attention {name} is {type(attn).__name__}, not "
-            "EvaAttention; EVA models with attn_type='rope' (AttentionRope: PE, DINOv3, "
-            "ROPE-ViT) are not supported yet (see docs/models.md)"
-        )
-    if not isinstance(attn.norm, nn.Identity) or attn.gate is not None:
-        raise UnsupportedModelError(
-            f"{model_name}: attention {name} normalises or gates its output before the "
-            "projection (scale_attn_inner / gated_attn), so the class-token decomposition "
-            "no longer sums to the projection input; such models are not supported yet"
-        )
-
-    def install(token_index: int, sink: RowSink) -> List[RemovableHandle]:
-        return _install_eva_hooks(attn, token_index, sink)
-
-    return AttentionSite(
-        name=name,
-        module=attn,
-        z_module=attn.proj,
-        num_heads=attn.num_heads,
-        head_dim=attn.head_dim,
-        install=install,
-    )
+    check_attention(attn, EvaAttention, name, model_name,
+                    "EVA models with attn_type='rope' (AttentionRope: PE, DINOv3, "
+                    "ROPE-ViT) are not supported yet")
+    return attention_site(name, attn, _install_eva_hooks)
 
 
-class TimmEvaAdapter(_TokenAdapter):
+class TimmEvaAdapter(TimmClassTokenAdapter):
     """timm ``Eva`` (EVA, EVA-02) with ``EvaAttention`` and a class-token readout."""
 
     family = "timm EVA"

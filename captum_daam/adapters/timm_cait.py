@@ -22,7 +22,7 @@ per-head readout row to decompose). Tokens seen by the explained blocks are
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Tuple
 
 import torch
 from timm.models.cait import Cait, ClassAttn
@@ -31,7 +31,8 @@ from torch.utils.hooks import RemovableHandle
 
 from .._core.decomposition import readout_attention_row
 from ..errors import UnsupportedModelError
-from .base import AttentionSite, ModelAdapter, RowSink
+from .base import AttentionSite, RowSink
+from .timm_common import TimmClassTokenAdapter, attention_site, check_attention
 
 
 def _install_class_attn_hooks(
@@ -78,24 +79,11 @@ def _install_class_attn_hooks(
 
 def class_attn_site(name: str, attn: nn.Module, model_name: str) -> AttentionSite:
     """The site of a timm ``ClassAttn`` (CaiT and XCiT class-attention layers)."""
-    if type(attn) is not ClassAttn:
-        raise UnsupportedModelError(
-            f"{model_name}: class-attention module {name} is {type(attn).__name__}, not "
-            "timm's ClassAttn; DAAM supports the standard class-attention blocks only"
-        )
-
-    def install(token_index: int, sink: RowSink) -> List[RemovableHandle]:
-        return _install_class_attn_hooks(attn, token_index, sink)
-
-    return AttentionSite(
-        name=name,
-        module=attn,
-        z_module=attn.proj,
-        num_heads=attn.num_heads,
-        head_dim=attn.q.out_features // attn.num_heads,
-        install=install,
-        z_row=0,  # Z holds the class token's row only
-    )
+    check_attention(attn, ClassAttn, name, model_name,
+                    "DAAM supports the standard class-attention blocks only")
+    # Z holds the class token's row only.
+    return attention_site(name, attn, _install_class_attn_hooks,
+                          head_dim=attn.q.out_features // attn.num_heads, z_row=0)
 
 
 def check_class_token_readout(model: nn.Module, blocks_name: str) -> None:
@@ -114,7 +102,7 @@ def check_class_token_readout(model: nn.Module, blocks_name: str) -> None:
         )
 
 
-class TimmCaitAdapter(ModelAdapter):
+class TimmCaitAdapter(TimmClassTokenAdapter):
     """timm ``Cait``: the class-attention blocks ``blocks_token_only``."""
 
     family = "timm CaiT"
@@ -136,38 +124,3 @@ class TimmCaitAdapter(ModelAdapter):
             class_attn_site(f"blocks_token_only.{i}.attn", block.attn, model_name)
             for i, block in enumerate(model.blocks_token_only)
         ]
-
-    @property
-    def sites(self) -> Sequence[AttentionSite]:
-        return self._sites
-
-    @property
-    def num_prefix_tokens(self) -> int:
-        return 1
-
-    @property
-    def readout_tokens(self) -> Dict[str, int]:
-        return {"cls": 0}
-
-    @property
-    def in_chans(self) -> Optional[int]:
-        proj = getattr(self.model.patch_embed, "proj", None)
-        return getattr(proj, "in_channels", None)
-
-    @property
-    def num_classes(self) -> Optional[int]:
-        return int(self.model.num_classes)
-
-    def features(self, model: nn.Module, *inputs: Any) -> Tensor:
-        """The pre-logits class token after the final norm (the head is not run)."""
-        return model.forward_head(model.forward_features(*inputs), pre_logits=True)
-
-    def grid_size(self, image_size: Tuple[int, int]) -> Tuple[int, int]:
-        patch_embed = self.model.patch_embed
-        if tuple(image_size) != tuple(patch_embed.img_size):
-            raise ValueError(
-                f"{type(self.model).__name__} was built for "
-                f"{tuple(patch_embed.img_size)} inputs (its position embedding is "
-                f"fixed), got {tuple(image_size)}; resize the images"
-            )
-        return tuple(int(g) for g in patch_embed.grid_size)  # type: ignore[return-value]

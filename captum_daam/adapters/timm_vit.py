@@ -16,7 +16,7 @@ Tokens are ``[cls, (dist), (registers...), patches...]``, patches row-major.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from timm.layers import Attention
@@ -30,7 +30,8 @@ from .._core.decomposition import (
     readout_row_bias,
 )
 from ..errors import UnsupportedModelError
-from .base import AttentionSite, ModelAdapter, RowSink
+from .base import RowSink
+from .timm_common import TimmClassTokenAdapter, attention_site, check_attention
 
 
 def _install_attention_hooks(
@@ -66,34 +67,7 @@ def _install_attention_hooks(
     ]
 
 
-def _attention_site(name: str, attn: nn.Module, model_name: str) -> AttentionSite:
-    if type(attn) is not Attention:
-        raise UnsupportedModelError(
-            f"{model_name}: block attention {name} is {type(attn).__name__}, not timm's "
-            "Attention; DAAM supports timm VisionTransformer blocks with the standard "
-            "Attention module (see docs/models.md)"
-        )
-    if not isinstance(attn.norm, nn.Identity) or getattr(attn, "gate", None) is not None:
-        raise UnsupportedModelError(
-            f"{model_name}: attention {name} normalises or gates its output before the "
-            "projection (scale_norm / gated), so the class-token decomposition no longer "
-            "sums to the projection input; such models are not supported yet"
-        )
-
-    def install(token_index: int, sink: RowSink) -> List[RemovableHandle]:
-        return _install_attention_hooks(attn, token_index, sink)
-
-    return AttentionSite(
-        name=name,
-        module=attn,
-        z_module=attn.proj,
-        num_heads=attn.num_heads,
-        head_dim=attn.head_dim,
-        install=install,
-    )
-
-
-class TimmVisionTransformerAdapter(ModelAdapter):
+class TimmVisionTransformerAdapter(TimmClassTokenAdapter):
     """timm ``VisionTransformer`` (and subclasses such as the distilled DeiT)."""
 
     family = "timm VisionTransformer"
@@ -122,55 +96,17 @@ class TimmVisionTransformerAdapter(ModelAdapter):
                 "class token, so the class-token decomposition does not explain its "
                 "prediction; use a model with global_pool='token'"
             )
-        self._sites = [
-            _attention_site(f"blocks.{i}.attn", block.attn, model_name)
-            for i, block in enumerate(model.blocks)
-        ]
+        self._sites = []
+        for i, block in enumerate(model.blocks):
+            name = f"blocks.{i}.attn"
+            check_attention(block.attn, Attention, name, model_name,
+                            "DAAM supports VisionTransformer blocks with the standard "
+                            "Attention module")
+            self._sites.append(attention_site(name, block.attn, _install_attention_hooks))
         self._tokens = {"cls": 0}
         if getattr(model, "dist_token", None) is not None:
             self._tokens["dist"] = 1
 
     @property
-    def sites(self) -> Sequence[AttentionSite]:
-        return self._sites
-
-    @property
-    def num_prefix_tokens(self) -> int:
-        return int(self.model.num_prefix_tokens)
-
-    @property
     def readout_tokens(self) -> Dict[str, int]:
         return dict(self._tokens)
-
-    @property
-    def in_chans(self) -> Optional[int]:
-        proj = getattr(self.model.patch_embed, "proj", None)
-        return getattr(proj, "in_channels", None)
-
-    @property
-    def num_classes(self) -> Optional[int]:
-        return int(self.model.num_classes)
-
-    def features(self, model: nn.Module, *inputs: Any) -> Tensor:
-        """The pooled pre-logits class-token embedding (the head, if any, is not run):
-        ``model.forward_head(model.forward_features(x, ...), pre_logits=True)``, i.e. the
-        final norm's class token (through ``fc_norm``, if the model has one)."""
-        return model.forward_head(model.forward_features(*inputs), pre_logits=True)
-
-    def grid_size(self, image_size: Tuple[int, int]) -> Tuple[int, int]:
-        patch_embed = self.model.patch_embed
-        if self.model.dynamic_img_size:
-            rows, cols = patch_embed.dynamic_feat_size(image_size)
-            if rows < 1 or cols < 1:
-                raise ValueError(
-                    f"inputs of size {image_size} are smaller than one patch "
-                    f"{tuple(patch_embed.patch_size)}"
-                )
-            return int(rows), int(cols)
-        if tuple(image_size) != tuple(patch_embed.img_size):
-            raise ValueError(
-                f"{type(self.model).__name__} was built for "
-                f"{tuple(patch_embed.img_size)} inputs, got {tuple(image_size)}; resize "
-                "the images, or create the model with dynamic_img_size=True"
-            )
-        return tuple(int(g) for g in patch_embed.grid_size)  # type: ignore[return-value]

@@ -19,14 +19,14 @@ position encoding adapts to any grid, so any input size works.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Optional, Tuple
 
 from timm.models.xcit import Xcit
-from torch import Tensor, nn
+from torch import nn
 
 from ..errors import UnsupportedModelError
-from .base import AttentionSite, ModelAdapter
 from .timm_cait import check_class_token_readout, class_attn_site
+from .timm_common import TimmClassTokenAdapter
 
 
 def _conv_out(size: int, conv: nn.Conv2d, dim: int) -> int:
@@ -35,7 +35,7 @@ def _conv_out(size: int, conv: nn.Conv2d, dim: int) -> int:
     ) // conv.stride[dim] + 1
 
 
-class TimmXcitAdapter(ModelAdapter):
+class TimmXcitAdapter(TimmClassTokenAdapter):
     """timm ``Xcit``: the class-attention layers ``cls_attn_blocks``."""
 
     family = "timm XCiT"
@@ -65,28 +65,8 @@ class TimmXcitAdapter(ModelAdapter):
             )
 
     @property
-    def sites(self) -> Sequence[AttentionSite]:
-        return self._sites
-
-    @property
-    def num_prefix_tokens(self) -> int:
-        return 1
-
-    @property
-    def readout_tokens(self) -> Dict[str, int]:
-        return {"cls": 0}
-
-    @property
     def in_chans(self) -> Optional[int]:
         return int(self._convs[0].in_channels) if self._convs else None
-
-    @property
-    def num_classes(self) -> Optional[int]:
-        return int(self.model.num_classes)
-
-    def features(self, model: nn.Module, *inputs: Any) -> Tensor:
-        """The pre-logits class token after the final norm (the head is not run)."""
-        return model.forward_head(model.forward_features(*inputs), pre_logits=True)
 
     def grid_size(self, image_size: Tuple[int, int]) -> Tuple[int, int]:
         rows, cols = image_size

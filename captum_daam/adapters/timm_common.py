@@ -1,0 +1,119 @@
+"""What timm's class-token models share: the head, the patch embedding, and the way an
+attention module becomes a site. Family files keep only what differs."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
+
+from ..errors import UnsupportedModelError
+from .base import AttentionSite, ModelAdapter, RowSink
+
+#: ``installer(attn, token_index, sink)``: registers the hooks of one attention module.
+Installer = Callable[[Any, int, RowSink], List[RemovableHandle]]
+
+
+def attention_site(
+    name: str,
+    attn: nn.Module,
+    installer: Installer,
+    head_dim: Optional[int] = None,
+    z_row: Optional[int] = None,
+) -> AttentionSite:
+    """The site of a timm attention module whose projection input is ``Z``."""
+
+    def install(token_index: int, sink: RowSink) -> List[RemovableHandle]:
+        return installer(attn, token_index, sink)
+
+    return AttentionSite(
+        name=name,
+        module=attn,
+        z_module=attn.proj,
+        num_heads=attn.num_heads,
+        head_dim=attn.head_dim if head_dim is None else head_dim,
+        install=install,
+        z_row=z_row,
+    )
+
+
+def check_attention(
+    attn: nn.Module, expected: type, name: str, model_name: str, unsupported: str
+) -> None:
+    """Refuse attention modules other than ``expected``, or ones that normalise or gate
+    their output before the projection (the decomposition would no longer sum to the
+    projection input)."""
+    if type(attn) is not expected:
+        raise UnsupportedModelError(
+            f"{model_name}: attention {name} is {type(attn).__name__}, not timm's "
+            f"{expected.__name__}; {unsupported} (see docs/models.md)"
+        )
+    norm = getattr(attn, "norm", None)
+    if (norm is not None and not isinstance(norm, nn.Identity)) or getattr(
+        attn, "gate", None
+    ) is not None:
+        raise UnsupportedModelError(
+            f"{model_name}: attention {name} normalises or gates its output before the "
+            "projection (scale_norm / scale_attn_inner / gated), so the class-token "
+            "decomposition no longer sums to the projection input; such models are not "
+            "supported yet"
+        )
+
+
+def patch_grid(model: nn.Module, image_size: Tuple[int, int]) -> Tuple[int, int]:
+    """Patch grid of a timm ``PatchEmbed`` for ``image_size``: any size for
+    ``dynamic_img_size=True`` models, else the size the model was built for."""
+    patch_embed = model.patch_embed
+    if getattr(model, "dynamic_img_size", False):
+        rows, cols = patch_embed.dynamic_feat_size(image_size)
+        if rows < 1 or cols < 1:
+            raise ValueError(
+                f"inputs of size {tuple(image_size)} are smaller than one patch "
+                f"{tuple(patch_embed.patch_size)}"
+            )
+        return int(rows), int(cols)
+    if tuple(image_size) != tuple(patch_embed.img_size):
+        dynamic = hasattr(model, "dynamic_img_size")
+        raise ValueError(
+            f"{type(model).__name__} was built for {tuple(patch_embed.img_size)} inputs, "
+            f"got {tuple(image_size)}; resize the images"
+            + (", or create the model with dynamic_img_size=True" if dynamic else "")
+        )
+    return tuple(int(g) for g in patch_embed.grid_size)  # type: ignore[return-value]
+
+
+class TimmClassTokenAdapter(ModelAdapter):
+    """A timm model read out from its class token, first among the tokens, through
+    ``forward_head``; subclasses fill ``self._sites`` and override what differs."""
+
+    _sites: List[AttentionSite]
+
+    @property
+    def sites(self) -> Sequence[AttentionSite]:
+        return self._sites
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        return int(getattr(self.model, "num_prefix_tokens", 1))
+
+    @property
+    def readout_tokens(self) -> Dict[str, int]:
+        return {"cls": 0}
+
+    @property
+    def in_chans(self) -> Optional[int]:
+        proj = getattr(self.model.patch_embed, "proj", None)
+        return getattr(proj, "in_channels", None)
+
+    @property
+    def num_classes(self) -> Optional[int]:
+        return int(self.model.num_classes)
+
+    def features(self, model: nn.Module, *inputs: Any) -> Tensor:
+        """The pooled pre-logits class-token embedding (the head, if any, is not run):
+        ``model.forward_head(model.forward_features(x, ...), pre_logits=True)``."""
+        return model.forward_head(model.forward_features(*inputs), pre_logits=True)
+
+    def grid_size(self, image_size: Tuple[int, int]) -> Tuple[int, int]:
+        return patch_grid(self.model, image_size)
