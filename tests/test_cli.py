@@ -1,0 +1,112 @@
+"""The command line: outputs written, user errors reported in one line with status 2."""
+
+import json
+
+import numpy as np
+import pytest
+import timm
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+
+from captum_daam.cli import main
+from captum_daam.zoo import DEFAULT_WEIGHTS_PATH
+
+MODEL = "test_vit"  # timm's tiny test ViT: 160 px, 6 blocks, 64 channels
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory):
+    """Random weights for a 5-class test ViT, saved as a local file."""
+    torch.manual_seed(0)
+    model = timm.create_model(MODEL, pretrained=False, num_classes=5)
+    path = tmp_path_factory.mktemp("weights") / "vit.safetensors"
+    save_file(model.state_dict(), str(path))
+    return path
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("a.png", "b.jpg"):
+        Image.fromarray(rng.integers(0, 255, (40, 60, 3), dtype=np.uint8)).save(folder / name)
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "broken.png").write_bytes(b"not a png")
+    return folder
+
+
+def run(capsys, *args):
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_explain_folder_writes_outputs_and_skips_bad_files(capsys, tmp_path, image_folder,
+                                                           tiny_weights):
+    out = tmp_path / "out"
+    code, stdout, stderr = run(capsys, "explain", image_folder, "--model", MODEL, "--weights",
+                               tiny_weights, "--out", out, "--topk", "2", "--gif",
+                               "--html", "--batch-size", "1")
+    assert code == 0, stderr
+    assert "notes.txt: not an image file, skipped" in stderr
+    assert "broken.png: cannot read image" in stderr and "Traceback" not in stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert [r["file"].split("/")[-1] for r in summary["images"]] == ["a.png", "b.jpg"]
+    for record in summary["images"]:
+        assert len(record["explained"]) == 2
+        assert [e["class"] for e in record["explained"]] == [
+            p["class"] for p in record["predictions"][:2]]
+        for entry in record["explained"]:
+            assert abs(sum(entry["block_contributions"]) - 1) < 1e-3 or \
+                sum(entry["block_contributions"]) == 0
+    maps = np.load(out / "a_maps.npz")
+    assert maps["block_maps"].shape == (2, 6, 10, 10)
+    np.testing.assert_allclose(maps["accumulated"], maps["block_maps"].cumsum(1), rtol=1e-5)
+    for suffix in ("_flow_top1.png", "_flow_top2.png", "_flow_top1.gif"):
+        assert (out / f"a{suffix}").stat().st_size > 0
+    page = (out / "viewer.html").read_text()
+    assert "a.png" in page and "b.jpg" in page and "http://" not in page
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["explain", "/no/such/image.png", "--model", MODEL], "no such file or folder"),
+        (["explain", "{folder}", "--model", "not_a_timm_model"], "unknown model name"),
+        (["explain", "{folder}", "--model", "test_vit2", "--weights", "{weights}"],
+         "do not fit test_vit2"),
+        (["explain", "{folder}", "--model", MODEL, "--weights", "/no/weights.pth"],
+         "weights file not found"),
+        (["explain", "{folder}", "--model", MODEL, "--weights", "{weights}", "--target", "7"],
+         "--target 7 out of range"),
+        (["explain", "{folder}", "--model", MODEL, "--weights", "{weights}", "--out",
+          "{folder}/notes.txt"], "cannot write to"),
+        (["explain", "{folder}/notes.txt", "--model", MODEL, "--weights", "{weights}"],
+         "none of the images could be read"),
+    ],
+)
+def test_user_errors_are_one_line(capsys, tmp_path, image_folder, tiny_weights, args, message):
+    filled = [a.format(folder=image_folder, weights=tiny_weights) for a in args]
+    if "--out" not in filled:
+        filled += ["--out", str(tmp_path / "out")]
+    code, _, stderr = run(capsys, *filled)
+    assert code == 2
+    errors = [line for line in stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and message in errors[0], stderr
+    assert "Traceback" not in stderr
+
+
+@pytest.mark.skipif(not DEFAULT_WEIGHTS_PATH.is_file(), reason="embedded weights missing")
+def test_demo_runs_offline_and_localises(capsys, tmp_path):
+    out = tmp_path / "demo"
+    code, stdout, stderr = run(capsys, "demo", "--out", out, "--images", "4")
+    assert code == 0, stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(summary["images"]) == 4
+    assert len(list((out / "inputs").glob("*.png"))) == 4
+    assert len(list(out.glob("*_flow.png"))) == 4
+    loc = summary["localisation"]
+    assert loc["mean_energy_in_box"] > loc["mean_box_area_fraction"]
+    assert "mass inside the object boxes" in stdout
