@@ -163,10 +163,15 @@ def explain(
     html: bool = False,
     boxes: Optional[Dict[str, List[float]]] = None,
     progress: bool = True,
+    bank: Optional[Path] = None,
+    k: int = 20,
 ) -> dict:
     """Explain ``files`` and write, per image, the flow figure, the raw maps (.npz) and
     optionally a GIF, plus ``summary.json`` and optionally the interactive viewer
-    ``viewer.html`` of all images. Returns the summary."""
+    ``viewer.html`` of all images. Returns the summary.
+
+    With ``bank`` (a :class:`~captum_daam.MemoryBank` file), the self-supervised variant
+    explains each image's k-NN vote (or ``target``) instead of a classifier's logit."""
     from tqdm import tqdm
 
     from . import DAAM
@@ -175,13 +180,25 @@ def explain(
 
     _prepare_out(out)
     model = loaded.model.to(device)
-    daam = DAAM(model)
     names = loaded.class_names
-    num_classes = int(getattr(model, "num_classes", 0) or 0)
-    if target is not None and not 0 <= target < num_classes:
-        raise UserError(f"--target {target} out of range: the model has {num_classes} classes")
-    if not 1 <= topk <= max(num_classes, 1):
-        raise UserError(f"--topk must lie in [1, {num_classes}]")
+    if bank is not None:
+        from . import MemoryBank, SelfSupervisedDAAM
+
+        if topk != 1:
+            raise UserError("--topk does not apply with --ssl: the bank's vote is explained")
+        try:
+            daam = SelfSupervisedDAAM(model, MemoryBank.load(bank, device=device), k=k)
+        except (OSError, ValueError) as error:
+            raise UserError(f"cannot use memory bank {bank}: {error}") from None
+        names = None  # the bank's labels, not the model's classes
+    else:
+        daam = DAAM(model)
+        num_classes = int(getattr(model, "num_classes", 0) or 0)
+        if target is not None and not 0 <= target < num_classes:
+            raise UserError(
+                f"--target {target} out of range: the model has {num_classes} classes")
+        if not 1 <= topk <= max(num_classes, 1):
+            raise UserError(f"--topk must lie in [1, {num_classes}]")
 
     def name_of(index: int) -> str:
         return names[index] if names is not None else f"class {index}"
@@ -199,16 +216,31 @@ def explain(
         chunk = good[start : start + batch_size]
         images = torch.stack([x for _, x in chunk]).to(device)
         begin = time.perf_counter()
-        with torch.no_grad():
-            probabilities = model(images).softmax(dim=1)
-        top = probabilities.topk(min(5, probabilities.shape[1]), dim=1)
-        if target is not None:
-            targets = torch.full((len(chunk), 1), target, device=device)
+        if bank is not None:
+            try:
+                flow = daam.attribute(images, target=target, return_flow=True)
+            except ValueError as error:  # e.g. a target class absent from the bank
+                raise UserError(str(error)) from None
+            per_image = 1
+            predictions = [[{"class": int(c), "name": name_of(int(c)),
+                             "vote_share": round(float(p), 5)}]
+                           for c, p in zip(flow.voted_class, flow.vote_share)]
         else:
-            targets = top.indices[:, :topk]
-        per_image = targets.shape[1]
-        flow = daam.attribute(images.repeat_interleave(per_image, dim=0),
-                              target=targets.reshape(-1), return_flow=True)
+            with torch.no_grad():
+                probabilities = daam.adapter.logits(model(images)).softmax(dim=1)
+            top = probabilities.topk(min(5, probabilities.shape[1]), dim=1)
+            if target is not None:
+                targets = torch.full((len(chunk), 1), target, device=device)
+            else:
+                targets = top.indices[:, :topk]
+            per_image = targets.shape[1]
+            flow = daam.attribute(images.repeat_interleave(per_image, dim=0),
+                                  target=targets.reshape(-1), return_flow=True)
+            predictions = [
+                [{"class": int(c), "name": name_of(int(c)), "probability": round(float(p), 5)}
+                 for p, c in zip(top.values[i].tolist(), top.indices[i].tolist())]
+                for i in range(len(chunk))
+            ]
         seconds_explaining += time.perf_counter() - begin
         contributions = flow.contributions().cpu()
         if html:
@@ -244,10 +276,7 @@ def explain(
                 explained.append(entry)
             records.append({
                 "file": str(file),
-                "predictions": [
-                    {"class": int(c), "name": name_of(int(c)), "probability": round(float(p), 5)}
-                    for p, c in zip(top.values[i].tolist(), top.indices[i].tolist())
-                ],
+                "predictions": predictions[i],
                 "explained": explained,
             })
         bar.update(len(chunk))
@@ -336,6 +365,10 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--gif", action="store_true", help="also write the flow as a GIF")
     ex.add_argument("--html", action="store_true",
                     help="also write viewer.html, an interactive offline flow viewer")
+    ex.add_argument("--ssl", action="store_true",
+                    help="self-supervised DAAM through a memory bank (needs --bank)")
+    ex.add_argument("--bank", default=None, help="MemoryBank file (.safetensors) for --ssl")
+    ex.add_argument("--k", type=int, default=20, help="neighbours for --ssl")
     dm = commands.add_parser("demo", help="the embedded model on synthetic images, offline")
     dm.add_argument("--out", default="daam-demo", help="output folder")
     dm.add_argument("--images", type=int, default=6)
@@ -353,6 +386,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         else:
             if args.batch_size < 1:
                 raise UserError("--batch-size must be at least 1")
+            if args.ssl != (args.bank is not None):
+                raise UserError("--ssl and --bank FILE go together")
             _prepare_out(Path(args.out))  # before any slow model loading
             files, skipped = collect_images(args.paths)
             for line in skipped:
@@ -361,7 +396,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 raise UserError("no image files found in " + ", ".join(args.paths))
             summary = explain(load_model(args.model, args.weights), files, Path(args.out),
                               _device(args.device), args.batch_size, args.target,
-                              args.topk, args.gif, args.html)
+                              args.topk, args.gif, args.html,
+                              bank=Path(args.bank) if args.bank else None, k=args.k)
         for line in summary["skipped"]:
             print(f"captum-daam: {line}", file=sys.stderr)
         if not summary["images"]:

@@ -110,3 +110,31 @@ def test_demo_runs_offline_and_localises(capsys, tmp_path):
     loc = summary["localisation"]
     assert loc["mean_energy_in_box"] > loc["mean_box_area_fraction"]
     assert "mass inside the object boxes" in stdout
+
+
+def test_self_supervised_explain_with_a_bank(capsys, tmp_path, image_folder, tiny_weights):
+    from safetensors.torch import load_file
+
+    from captum_daam import MemoryBank
+
+    model = timm.create_model(MODEL, pretrained=False, num_classes=5)
+    model.load_state_dict(load_file(str(tiny_weights)))
+    images = torch.randn(12, 3, 160, 160, generator=torch.Generator().manual_seed(1))
+    bank = MemoryBank.build(model.eval(), images, torch.arange(12) % 3, progress=False)
+    bank_path = tmp_path / "bank.safetensors"
+    bank.save(bank_path)
+    out = tmp_path / "ssl"
+    code, _, stderr = run(capsys, "explain", image_folder, "--model", MODEL, "--weights",
+                          tiny_weights, "--out", out, "--ssl", "--bank", bank_path, "--k", "4")
+    assert code == 0, stderr
+    summary = json.loads((out / "summary.json").read_text())
+    for record in summary["images"]:
+        vote = record["predictions"][0]
+        assert vote["class"] in (0, 1, 2) and 0 < vote["vote_share"] <= 1
+        assert record["explained"][0]["class"] == vote["class"]
+    code, _, stderr = run(capsys, "explain", image_folder, "--model", MODEL, "--weights",
+                          tiny_weights, "--out", out, "--ssl")
+    assert code == 2 and "--ssl and --bank FILE go together" in stderr
+    code, _, stderr = run(capsys, "explain", image_folder, "--model", MODEL, "--weights",
+                          tiny_weights, "--out", out, "--ssl", "--bank", tmp_path / "no.st")
+    assert code == 2 and "cannot use memory bank" in stderr and "Traceback" not in stderr
