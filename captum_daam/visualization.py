@@ -6,8 +6,10 @@ returned (matplotlib ``Figure``) and written only where a path is given.
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
-from typing import Callable, Dict, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from torch import Tensor
@@ -178,35 +180,87 @@ def flow_figure(
     return figure
 
 
-def flow_gif(
+def flow_stills(
     image: Union[Tensor, np.ndarray],
     flow: DAAMFlow,
-    path: PathLike,
     index: int = 0,
     mapping: str = "sigmoid",
     mean: Optional[Sequence[float]] = None,
     std: Optional[Sequence[float]] = None,
     alpha: float = 0.55,
     cmap: str = "jet",
-    frame_ms: int = 400,
     scale: int = 1,
-) -> Path:
-    """Write the accumulated flow of one example as an animated GIF (one frame per block,
-    the last frame held longer). Returns the path."""
-    from PIL import Image
-
+) -> List[np.ndarray]:
+    """The accumulated flow of one example as RGB frames (H*scale, W*scale, 3) uint8,
+    one per block: the image with ``D_b`` blended over it."""
     picture = to_display_image(image, mean, std)
     frames = display_frames(flow, index, mapping, "accumulated", picture.shape[:2])
-    images = []
+    stills = []
     for frame in frames:
         pixels = (_blend(picture, frame, alpha, cmap) * 255).astype(np.uint8)
-        still = Image.fromarray(pixels)
         if scale > 1:
-            still = still.resize((still.width * scale, still.height * scale), Image.NEAREST)
-        images.append(still)
+            pixels = pixels.repeat(scale, axis=0).repeat(scale, axis=1)
+        stills.append(pixels)
+    return stills
+
+
+def flow_gif(
+    image: Union[Tensor, np.ndarray],
+    flow: DAAMFlow,
+    path: PathLike,
+    index: int = 0,
+    frame_ms: int = 400,
+    **style: object,
+) -> Path:
+    """Write the accumulated flow of one example as an animated GIF (one frame per block,
+    the last frame held longer). ``style``: the keyword arguments of
+    :func:`flow_stills` (mapping, mean, std, alpha, cmap, scale). Returns the path."""
+    from PIL import Image
+
+    images = [Image.fromarray(still) for still in flow_stills(image, flow, index, **style)]
     durations = [frame_ms] * (len(images) - 1) + [frame_ms * 4]
     path = Path(path)
     images[0].save(path, save_all=True, append_images=images[1:], duration=durations, loop=0)
+    return path
+
+
+def flow_mp4(
+    image: Union[Tensor, np.ndarray],
+    flow: DAAMFlow,
+    path: PathLike,
+    index: int = 0,
+    fps: float = 2.5,
+    ffmpeg: Optional[str] = None,
+    **style: object,
+) -> Path:
+    """Write the accumulated flow of one example as an MP4 video (H.264, one frame per
+    block, the last one held longer) with the ``ffmpeg`` encoder.
+
+    Raises ``RuntimeError`` naming the fix when no encoder is installed (use
+    :func:`flow_gif` then). ``style``: the keyword arguments of :func:`flow_stills`.
+    """
+    executable = ffmpeg or shutil.which("ffmpeg")
+    if executable is None:
+        raise RuntimeError(
+            "no MP4 encoder: ffmpeg is not installed (e.g. apt-get install ffmpeg); "
+            "flow_gif writes the flow without one"
+        )
+    stills = flow_stills(image, flow, index, **style)
+    stills += [stills[-1]] * 3  # hold the final map
+    height, width = stills[0].shape[:2]
+    pad_h, pad_w = height % 2, width % 2  # H.264 wants even sizes
+    raw = b"".join(
+        np.pad(s, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge").tobytes() for s in stills
+    )
+    path = Path(path)
+    command = [
+        executable, "-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24",
+        "-s", f"{width + pad_w}x{height + pad_h}", "-r", str(fps), "-i", "-",
+        "-c:v", "libx264", "-pix_fmt", "yuv420p", str(path),
+    ]
+    result = subprocess.run(command, input=raw, capture_output=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"ffmpeg failed: {result.stderr.decode(errors='replace').strip()}")
     return path
 
 
@@ -229,6 +283,8 @@ __all__ = [
     "display_frames",
     "flow_figure",
     "flow_gif",
+    "flow_mp4",
+    "flow_stills",
     "imagenet_class_names",
     "overlay",
     "to_display_image",

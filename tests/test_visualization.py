@@ -70,3 +70,30 @@ def test_imagenet_names_only_for_1000_classes():
     names = class_names_for(1000)
     assert len(names) == 1000 and "tabby" in names[281]
     assert class_names_for(10) is None
+
+
+def test_mp4_needs_an_encoder_and_says_so(example, tmp_path, monkeypatch):
+    import captum_daam.visualization as visualization
+
+    images, flow = example
+    monkeypatch.setattr(visualization.shutil, "which", lambda name: None)
+    with pytest.raises(RuntimeError, match="apt-get install ffmpeg.*flow_gif"):
+        visualization.flow_mp4(images[0], flow, tmp_path / "flow.mp4")
+
+
+def test_mp4_has_one_frame_per_block_plus_hold(example, tmp_path):
+    import shutil
+    import subprocess
+
+    from captum_daam.visualization import flow_mp4
+
+    if shutil.which("ffmpeg") is None or shutil.which("ffprobe") is None:
+        pytest.skip("no ffmpeg/ffprobe installed: MP4 is written only where an encoder is")
+    images, flow = example
+    path = flow_mp4(images[0], flow, tmp_path / "flow.mp4", scale=3)  # 96 px: even
+    probe = subprocess.run(
+        ["ffprobe", "-v", "error", "-count_frames", "-select_streams", "v:0",
+         "-show_entries", "stream=nb_read_frames,width,height", "-of", "csv=p=0", str(path)],
+        capture_output=True, text=True, check=True).stdout.strip()
+    width, height, frames = (int(v) for v in probe.split(","))
+    assert (width, height) == (96, 96) and frames == flow.num_blocks + 3
