@@ -157,6 +157,7 @@ def test_checkpoint_is_small_and_carries_the_metadata() -> None:
     for key in ("image_size", "patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio", "test_seed"):
         assert meta[key] == getattr(info, key), key
     assert math.isclose(meta["test_accuracy"], info.test_accuracy)
+    assert info.test_accuracy >= 0.9
 
 
 def test_load_default_model(model) -> None:
@@ -183,8 +184,8 @@ def test_model_relies_on_the_object(model) -> None:
 
 def test_daam_localises_objects_on_the_embedded_model(model) -> None:
     """DAAM's final map (predicted class) puts most of its mass inside the object's box.
-    Measured on 300 images of seed 31337: energy 0.693 vs box area 0.189, above the
-    area on 98% of images."""
+    Measured on 300 images of seed 31337: energy 0.644 vs box area 0.189, above the
+    area on 100% of images."""
     from captum_daam import DAAM, upsample
     from captum_daam.evaluation import boxes_mask, energy_in_boxes
 

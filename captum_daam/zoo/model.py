@@ -86,7 +86,7 @@ DEFAULT_MODEL_INFO = ModelInfo(
     mlp_ratio=2.0,
     test_seed=1_000_000,
     test_images=5000,
-    test_accuracy=0.783,
+    test_accuracy=0.9582,
 )
 
 
