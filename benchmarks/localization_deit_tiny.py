@@ -1,6 +1,6 @@
 """Mass of DAAM maps inside the ground-truth boxes, DeiT-Tiny on the real ImageNet images.
 
-    CAPTUM_DAAM_DATA=../shared/data python benchmarks/localization_deit_tiny.py
+    CAPTUM_DAAM_DATA=../shared/data python benchmarks/localization_deit_tiny.py [--queries readout all]
 
 The 400 images (sorted by file name) are split in two: even positions ("select") are
 where thresholds and settings are chosen, odd positions ("report") where they are
@@ -37,11 +37,12 @@ def split_files(data: Path, split: str):
     return files[0::2] if split == "select" else files[1::2]
 
 
-def localisation(model, data: Path, split: str, use_label: bool, batch_size: int = 25):
+def localisation(model, data: Path, split: str, use_label: bool, batch_size: int = 25,
+                 queries: str = "readout"):
     transform = create_transform(**resolve_data_config({}, model=model))
     dataset = ImageNetSubset(data / "imagenet_val_subset", transform, split_files(data, split))
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size)
-    daam = DAAM(model)
+    daam = DAAM(model, queries=queries)
     energies, areas, correct = [], [], []
     for images, labels, masks in loader:
         flow = daam.attribute(images, target=labels if use_label else None, return_flow=True)
@@ -67,16 +68,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=os.environ.get("CAPTUM_DAAM_DATA", "../shared/data"))
     parser.add_argument("--splits", nargs="+", default=["select", "report"])
+    parser.add_argument("--queries", nargs="+", choices=("readout", "all"),
+                        default=["readout"], help="DAAM modes to compare (docs/method.md)")
     args = parser.parse_args()
     data = Path(args.data)
     model = load_deit_tiny(data)
     for split in args.splits:
-        for use_label in (True, False):
-            start = time.perf_counter()
-            result = localisation(model, data, split, use_label)
-            name = "label" if use_label else "predicted"
-            print(f"{split:7s} target={name:9s} {summary(*result)} "
-                  f"({time.perf_counter() - start:.0f}s)", flush=True)
+        for queries in args.queries:
+            for use_label in (True, False):
+                start = time.perf_counter()
+                result = localisation(model, data, split, use_label, queries=queries)
+                name = "label" if use_label else "predicted"
+                print(f"{split:7s} queries={queries:7s} target={name:9s} "
+                      f"{summary(*result)} ({time.perf_counter() - start:.0f}s)", flush=True)
 
 
 if __name__ == "__main__":

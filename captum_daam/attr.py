@@ -16,9 +16,13 @@ from ._core.inputs import check_images
 from ._core.maps import accumulate, block_maps
 from ._core.targets import class_scores, target_tensor
 from .adapters import get_adapter, unwrap_model
+from .errors import UnsupportedModelError
 from .result import DAAMFlow
 
 Inputs = Union[Tensor, Tuple[Tensor, ...]]
+
+#: The two decompositions: the readout token's row (the paper) or every query row.
+QUERY_MODES = ("readout", "all")
 
 
 class _DAAMBase(LayerAttribution, GradientAttribution):
@@ -32,12 +36,14 @@ class _DAAMBase(LayerAttribution, GradientAttribution):
         model: nn.Module,
         layer: Optional[Union[nn.Module, Sequence[nn.Module]]] = None,
         device_ids: Optional[List[int]] = None,
+        queries: Optional[str] = None,
     ) -> None:
         self.adapter = get_adapter(model)
         layers = [layer] if isinstance(layer, nn.Module) else layer
         self.sites = self.adapter.sites_for(layers)
         if not self.sites:
             raise ValueError("no attention layers to explain: pass at least one layer")
+        self.queries = self._query_mode(queries)
         LayerAttribution.__init__(
             self, model, [site.module for site in self.sites], device_ids
         )
@@ -52,7 +58,34 @@ class _DAAMBase(LayerAttribution, GradientAttribution):
         """Qualified names of the explained attention modules, input side first."""
         return tuple(site.name for site in self.sites)
 
-    def _token_index(self, token: Optional[str]) -> int:
+    def _query_mode(self, queries: Optional[str]) -> str:
+        """The decomposition to use: ``queries`` checked against what the model allows,
+        or, for ``None``, the readout mode where it explains the prediction."""
+        if queries is not None and queries not in QUERY_MODES:
+            raise ValueError(f"queries must be one of {QUERY_MODES} or None, got {queries!r}")
+        readout_refusal = self.adapter.readout_refusal
+        if readout_refusal is None and not self.adapter.readout_tokens:
+            readout_refusal = f"{self.adapter.family} models have no readout token"
+        queries_refusal = self.adapter.all_queries_refusal
+        if queries is None:
+            queries = "readout" if readout_refusal is None else "all"
+            if queries_refusal is not None and readout_refusal is not None:
+                raise UnsupportedModelError(f"{readout_refusal}; and {queries_refusal}")
+        if queries == "readout" and readout_refusal is not None:
+            raise UnsupportedModelError(readout_refusal)
+        if queries == "all" and queries_refusal is not None:
+            raise UnsupportedModelError(queries_refusal)
+        return queries
+
+    def _token_index(self, token: Optional[str]) -> Optional[int]:
+        if self.queries == "all":
+            if token is not None:
+                raise ValueError(
+                    f"token={token!r} selects a readout token, but this explainer uses "
+                    "every query (queries='all'); leave token=None or create it with "
+                    "queries='readout'"
+                )
+            return None
         tokens = self.adapter.readout_tokens
         if token is None:
             return next(iter(tokens.values()))
@@ -107,6 +140,7 @@ class _DAAMBase(LayerAttribution, GradientAttribution):
             additional_forward_args=additional_forward_args,
             signed_weights=self._signed_weights,
             device_ids=self.device_ids,
+            grid_size=grid,
         )
         maps = block_maps(relevance, self.adapter.num_prefix_tokens, grid)
         return DAAMFlow(
@@ -119,6 +153,7 @@ class _DAAMBase(LayerAttribution, GradientAttribution):
             num_prefix_tokens=self.adapter.num_prefix_tokens,
             token_index=token_index,
             input_size=(int(inputs_tuple[0].shape[-2]), int(inputs_tuple[0].shape[-1])),
+            queries=self.queries,
         )
 
 
@@ -150,6 +185,15 @@ class DAAM(_DAAMBase):
             them restricts DAAM to those blocks; maps accumulate over the chosen ones.
         device_ids: Device ids for a ``DataParallel`` model given as a plain forward
             function, as in Captum's layer methods.
+        queries: ``"readout"``: decompose the readout (class) token's row of every
+            attention, the paper's DAAM. ``"all"``: the all-queries mode for models
+            read out by pooling over tokens (``global_pool='avg'`` ViTs, Swin, BEiT / EVA
+            by default): every row ``i`` of ``Z_b`` is decomposed and weighted by its own
+            gradient, ``L_b[j] = ReLU(sum_i sum_c ReLU(G_b[i, c]) A_b[i, j] V_b[j, c])``
+            with ``G_b = d logit / d Z_b``; the full attention is recomputed one block at
+            a time after the backward pass. ``None`` (default) picks ``"readout"`` where
+            the model is read out from a class token, else ``"all"``. See
+            docs/method.md.
     """
 
     def __init__(
@@ -157,8 +201,9 @@ class DAAM(_DAAMBase):
         model: nn.Module,
         layer: Optional[Union[nn.Module, Sequence[nn.Module]]] = None,
         device_ids: Optional[List[int]] = None,
+        queries: Optional[str] = None,
     ) -> None:
-        super().__init__(model, layer, device_ids)
+        super().__init__(model, layer, device_ids, queries)
         if self.adapter.num_classes == 0:
             raise ValueError(
                 f"{type(self.adapter.model).__name__} has no classifier head "
@@ -191,7 +236,8 @@ class DAAM(_DAAMBase):
                 :class:`~captum_daam.DAAMFlow` with every block's map ``L_b``, the
                 accumulated maps ``D_b``, the targets used and the scores.
             token: Readout token to explain: ``"cls"`` (default) or, for a distilled
-                DeiT, ``"dist"`` (the distillation token).
+                DeiT, ``"dist"`` (the distillation token). Must be ``None`` in the
+                all-queries mode.
 
         Returns:
             *Tensor* or *DAAMFlow*:

@@ -310,6 +310,11 @@ def attention_rollout(
     adapter = get_adapter(model)
     grid = check_images(inputs_tuple[0], adapter)
     tokens = adapter.readout_tokens
+    if not tokens:
+        raise UnsupportedModelError(
+            f"attention rollout reads the readout token's row; "
+            f"{type(adapter.model).__name__} has no readout token"
+        )
     if token is not None and token not in tokens:
         raise ValueError(f"token {token!r} is not a readout token; choose one of {sorted(tokens)}")
     row = tokens[token] if token is not None else next(iter(tokens.values()))

@@ -165,16 +165,20 @@ def explain(
     progress: bool = True,
     bank: Optional[Path] = None,
     k: int = 20,
+    queries: Optional[str] = None,
 ) -> dict:
     """Explain ``files`` and write, per image, the flow figure, the raw maps (.npz) and
     optionally a GIF, plus ``summary.json`` and optionally the interactive viewer
     ``viewer.html`` of all images. Returns the summary.
 
     With ``bank`` (a :class:`~captum_daam.MemoryBank` file), the self-supervised variant
-    explains each image's k-NN vote (or ``target``) instead of a classifier's logit."""
+    explains each image's k-NN vote (or ``target``) instead of a classifier's logit.
+    ``queries`` picks the decomposition as for :class:`~captum_daam.DAAM` (``None``: the
+    model's natural one)."""
     from tqdm import tqdm
 
     from . import DAAM
+    from .errors import UnsupportedModelError
     from .evaluation import boxes_mask, energy_in_boxes
     from .visualization import flow_figure, flow_gif
 
@@ -187,12 +191,16 @@ def explain(
         if topk != 1:
             raise UserError("--topk does not apply with --ssl: the bank's vote is explained")
         try:
-            daam = SelfSupervisedDAAM(model, MemoryBank.load(bank, device=device), k=k)
+            daam = SelfSupervisedDAAM(model, MemoryBank.load(bank, device=device), k=k,
+                                      queries=queries)
         except (OSError, ValueError) as error:
             raise UserError(f"cannot use memory bank {bank}: {error}") from None
         names = None  # the bank's labels, not the model's classes
     else:
-        daam = DAAM(model)
+        try:
+            daam = DAAM(model, queries=queries)
+        except UnsupportedModelError as error:
+            raise UserError(f"{loaded.name}: {error}") from None
         num_classes = int(getattr(model, "num_classes", 0) or 0)
         if target is not None and not 0 <= target < num_classes:
             raise UserError(
@@ -369,6 +377,9 @@ def _parser() -> argparse.ArgumentParser:
                     help="self-supervised DAAM through a memory bank (needs --bank)")
     ex.add_argument("--bank", default=None, help="MemoryBank file (.safetensors) for --ssl")
     ex.add_argument("--k", type=int, default=20, help="neighbours for --ssl")
+    ex.add_argument("--queries", choices=("readout", "all"), default=None,
+                    help="decompose the class token's row (readout, the paper) or every "
+                         "query (all: pooled models, Swin); default: the model's readout")
     dm = commands.add_parser("demo", help="the embedded model on synthetic images, offline")
     dm.add_argument("--out", default="daam-demo", help="output folder")
     dm.add_argument("--images", type=int, default=6)
@@ -397,7 +408,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             summary = explain(load_model(args.model, args.weights), files, Path(args.out),
                               _device(args.device), args.batch_size, args.target,
                               args.topk, args.gif, args.html,
-                              bank=Path(args.bank) if args.bank else None, k=args.k)
+                              bank=Path(args.bank) if args.bank else None, k=args.k,
+                              queries=args.queries)
         for line in summary["skipped"]:
             print(f"captum-daam: {line}", file=sys.stderr)
         if not summary["images"]:

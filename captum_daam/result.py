@@ -22,12 +22,17 @@ class DAAMFlow:
         targets: Classes explained, (N,) long: the predicted class where ``target=None``.
         scores: The explained score per example (the target logit), (N,).
         token_relevance: Signed relevance of every token before the ReLU, (N, blocks,
-            tokens), prefix tokens first; ``token_relevance[:, b].sum(-1)`` equals the
-            weighted readout row of block b's attention output (completeness).
+            tokens), prefix tokens first, then the patch grid row-major;
+            ``token_relevance[:, b].sum(-1)`` equals the weighted readout row of block
+            b's attention output (completeness; in the all-queries mode the weighted sum
+            over all rows, less what padding tokens of a Swin window take).
         layer_names: Qualified names of the explained attention modules, input side first.
         num_prefix_tokens: Tokens before the patches (class, distillation, registers).
-        token_index: Index of the readout token explained (0: class, 1: distillation).
+        token_index: Index of the readout token explained (0: class, 1: distillation);
+            ``None`` in the all-queries mode.
         input_size: (height, width) of the inputs, for upsampling.
+        queries: ``"readout"`` (the readout token's row, the paper's DAAM) or ``"all"``
+            (every query row, for models pooled over tokens); see docs/method.md.
     """
 
     block_maps: Tensor
@@ -37,8 +42,9 @@ class DAAMFlow:
     token_relevance: Tensor
     layer_names: Tuple[str, ...]
     num_prefix_tokens: int
-    token_index: int
+    token_index: Optional[int]
     input_size: Tuple[int, int]
+    queries: str
 
     @property
     def final(self) -> Tensor:

@@ -174,6 +174,8 @@ class SelfSupervisedDAAM(_DAAMBase):
         relu_weights: ``False`` (default) uses the channel coefficients signed, as the
             reference implementation; ``True`` takes their positive part.
         device_ids: As for :class:`DAAM`.
+        queries: As for :class:`DAAM`: ``"all"`` decomposes every query row, weighted
+            by its own signed gradient, for backbones pooled over tokens.
     """
 
     def __init__(
@@ -186,8 +188,9 @@ class SelfSupervisedDAAM(_DAAMBase):
         feature_fn: Optional[FeatureFn] = None,
         relu_weights: bool = False,
         device_ids: Optional[List[int]] = None,
+        queries: Optional[str] = None,
     ) -> None:
-        super().__init__(model, layer, device_ids)
+        super().__init__(model, layer, device_ids, queries)
         if not isinstance(memory_bank, MemoryBank):
             raise TypeError(
                 f"memory_bank must be a captum_daam.MemoryBank, got "

@@ -32,15 +32,32 @@ def test_non_vit_models_are_rejected_by_name():
         DAAM(lambda x: x)
 
 
-def test_vit_without_class_token_is_rejected():
+def test_pooled_vit_needs_the_all_queries_mode():
     gap = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32,
                             patch_size=8, class_token=False, global_pool="avg", depth=1)
-    with pytest.raises(UnsupportedModelError, match="no class token"):
-        DAAM(gap)
+    with pytest.raises(UnsupportedModelError, match="no class token.*queries='all'"):
+        DAAM(gap, queries="readout")
+    assert DAAM(gap).queries == "all"
     avg = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32,
                             patch_size=8, global_pool="avg", depth=1)
-    with pytest.raises(UnsupportedModelError, match="global_pool='avg'"):
-        DAAM(avg)
+    with pytest.raises(UnsupportedModelError, match="global_pool='avg'.*queries='all'"):
+        DAAM(avg, queries="readout")
+    assert DAAM(avg).queries == "all"
+    with pytest.raises(ValueError, match="token='cls'.*queries='all'"):
+        DAAM(avg).attribute(torch.randn(1, 3, 32, 32), token="cls")
+    with pytest.raises(ValueError, match="queries must be one of"):
+        DAAM(avg, queries="every")
+    pooled = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32,
+                               patch_size=8, global_pool="map", depth=1)
+    with pytest.raises(UnsupportedModelError, match="attention-pooling head"):
+        DAAM(pooled)
+
+
+def test_class_attention_layers_have_no_all_queries_mode():
+    cait = timm.create_model("cait_xxs24_224", pretrained=False, img_size=32, patch_size=8,
+                             depth=1, depth_token_only=1)
+    with pytest.raises(UnsupportedModelError, match="all-queries mode is not available"):
+        DAAM(cait, queries="all")
 
 
 def test_scale_norm_attention_is_rejected():

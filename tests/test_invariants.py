@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from captum_daam import DAAM
-from captum_daam._core.capture import record_readout_rows
+from captum_daam._core.capture import record_attention
 from captum_daam._core.decomposition import decompose, token_relevance
 from captum_daam.adapters import get_adapter
 from families import FAMILIES, build, attention_modules
@@ -52,7 +52,7 @@ def test_decomposition_is_complete(name, seed):
         for site in adapter.sites
     ]
     try:
-        with torch.no_grad(), record_readout_rows(adapter.sites, token_index=0) as recorder:
+        with torch.no_grad(), record_attention(adapter.sites, token_index=0) as recorder:
             model(images)
     finally:
         for handle in handles:

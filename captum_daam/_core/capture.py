@@ -1,19 +1,38 @@
-"""Hooks in, one forward, hooks out: the readout rows and values of every site."""
+"""Hooks in, one forward, hooks out: what every site's attention computed.
+
+In the readout mode a site reports ``(a0, v)``: the readout row of its attention and its
+values. In the all-queries mode it reports a :class:`~captum_daam.adapters.base.QueryAttention`
+(queries, keys, values, bias) from which the full attention is recomputed after the
+backward pass, one layer at a time.
+"""
 
 from __future__ import annotations
 
 import threading
 from contextlib import contextmanager
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 import torch
-from torch import Tensor
 
-from ..adapters.base import AttentionSite, RowSink
+from ..adapters.base import AttentionSite, QueryAttention
+
+#: What a site reports in one forward on one device.
+Record = Any  # Tuple[Tensor, Tensor] (readout mode) or QueryAttention (all-queries mode)
 
 
-class ReadoutRecorder:
-    """Collects ``(a0, v)`` for each site during one forward pass.
+def _device(record: Record) -> torch.device:
+    return record.v.device if isinstance(record, QueryAttention) else record[0].device
+
+
+def _cat(parts: List[Record]) -> Record:
+    if isinstance(parts[0], QueryAttention):
+        return QueryAttention.cat(parts)
+    device = parts[0][0].device
+    return tuple(torch.cat([part[i].to(device) for part in parts]) for i in range(2))
+
+
+class AttentionRecorder:
+    """Collects each site's record during one forward pass.
 
     Under ``DataParallel`` each replica reports from its own device; :meth:`gather`
     concatenates the pieces in the device order Captum uses for the gradients.
@@ -21,62 +40,67 @@ class ReadoutRecorder:
 
     def __init__(self, sites: Sequence[AttentionSite]) -> None:
         self._sites = list(sites)
-        self._rows: Dict[str, Dict[torch.device, Tuple[Tensor, Tensor]]] = {
+        self._records: Dict[str, Dict[torch.device, Record]] = {
             site.name: {} for site in self._sites
         }
         self._lock = threading.Lock()
 
-    def sink(self, site: AttentionSite) -> RowSink:
-        rows = self._rows[site.name]
+    def sink(self, site: AttentionSite):
+        """The callback ``site``'s hooks report to: ``sink(a0, v)`` or ``sink(record)``."""
+        records = self._records[site.name]
 
-        def record(a0: Tensor, v: Tensor) -> None:
+        def record(*parts: Any) -> None:
+            item = parts[0] if len(parts) == 1 else tuple(parts)
+            device = _device(item)
             with self._lock:
-                if a0.device in rows:
+                if device in records:
                     raise RuntimeError(
                         f"attention module {site.name} ran more than once in one forward "
                         "pass; DAAM explains each block once (is the module shared?)"
                     )
-                rows[a0.device] = (a0, v)
+                records[device] = item
 
         return record
 
-    def gather(
-        self, device_order: Optional[Sequence[torch.device]] = None
-    ) -> List[Tuple[Tensor, Tensor]]:
-        """``(a0, v)`` per site, in site order, batches concatenated over devices."""
+    def gather(self, device_order: Optional[Sequence[torch.device]] = None) -> List[Record]:
+        """One record per site, in site order, batches concatenated over devices."""
         gathered = []
         for site in self._sites:
-            rows = self._rows[site.name]
-            if not rows:
+            records = self._records[site.name]
+            if not records:
                 raise RuntimeError(
                     f"attention module {site.name} did not run in the forward pass; "
                     "DAAM can only explain blocks the model executes"
                 )
-            devices = list(device_order) if device_order is not None else list(rows)
-            if len(devices) == 1:
-                gathered.append(rows[devices[0]])
-            else:
-                a0 = torch.cat([rows[d][0].to(devices[0]) for d in devices])
-                v = torch.cat([rows[d][1].to(devices[0]) for d in devices])
-                gathered.append((a0, v))
+            devices = list(device_order) if device_order is not None else list(records)
+            parts = [records[d] for d in devices]
+            gathered.append(parts[0] if len(parts) == 1 else _cat(parts))
         return gathered
 
     @property
     def devices(self) -> List[torch.device]:
-        return list(next(iter(self._rows.values())).keys()) if self._rows else []
+        return list(next(iter(self._records.values())).keys()) if self._records else []
+
 
 
 @contextmanager
-def record_readout_rows(
-    sites: Sequence[AttentionSite], token_index: int
-) -> Iterator[ReadoutRecorder]:
-    """Install every site's hooks for ``token_index``; always remove them on exit."""
-    recorder = ReadoutRecorder(sites)
+def record_attention(
+    sites: Sequence[AttentionSite], token_index: Optional[int]
+) -> Iterator[AttentionRecorder]:
+    """Install every site's hooks, for readout token ``token_index`` or, with ``None``,
+    for the all-queries mode; always remove them on exit."""
+    recorder = AttentionRecorder(sites)
     handles = []
     try:
         for site in sites:
-            handles.extend(site.install(token_index, recorder.sink(site)))
+            if token_index is None:
+                if site.install_queries is None:
+                    raise ValueError(f"{site.name} has no all-queries decomposition")
+                handles.extend(site.install_queries(recorder.sink(site)))
+            else:
+                handles.extend(site.install(token_index, recorder.sink(site)))
         yield recorder
     finally:
         for handle in handles:
             handle.remove()
+

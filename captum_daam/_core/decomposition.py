@@ -7,6 +7,11 @@ readout token ``t`` (the class token) produces the attention output row
 
 so ``S[j, (h, d)] = a0[h, j] * V[h, j, d]`` decomposes ``Z[t]`` over the tokens ``j``:
 ``S.sum(0) == Z[t]``. DAAM weights the channels of ``S`` by the importance of ``Z[t]``.
+
+The all-queries mode (models read out by pooling over tokens) decomposes every row ``i``
+of ``Z`` the same way, ``S[i, j, (h, d)] = A[h, i, j] * V[h, j, d]``, and weights each
+row's channels by their own importance ``w(G[i])``, ``G = d score / d Z``:
+``R[j] = sum_i sum_c w(G)[i, c] S[i, j, c]`` (see :func:`all_queries_relevance`).
 """
 
 from __future__ import annotations
@@ -22,6 +27,40 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
+def attention_bias(
+    attn_mask: Optional[Tensor],
+    is_causal: bool,
+    num_tokens: int,
+    dtype: torch.dtype,
+    device: torch.device,
+    row: Optional[int] = None,
+) -> Optional[Tensor]:
+    """The additive bias an attention applies to its logits, for query ``row`` or all.
+
+    ``attn_mask`` follows ``torch.nn.functional.scaled_dot_product_attention``: a boolean
+    mask (``True`` = attend) or an additive float mask, broadcastable to
+    (batch, heads, queries, keys). Returns a tensor broadcastable to (batch, heads, keys)
+    for one ``row``, or to (batch, heads, queries, keys) for ``row=None``; ``None`` when
+    nothing is masked.
+    """
+    bias: Optional[Tensor] = None
+    if attn_mask is not None:
+        mask = attn_mask if row is None else attn_mask[..., row, :]
+        if mask.dtype == torch.bool:
+            zeros = torch.zeros((), dtype=dtype, device=device)
+            bias = torch.where(mask, zeros, torch.full_like(zeros, float("-inf")))
+        else:
+            bias = mask.to(dtype)
+    if is_causal:
+        ones = torch.ones(num_tokens, num_tokens, dtype=torch.bool, device=device)
+        future = torch.triu(ones, diagonal=1)
+        causal = torch.zeros(num_tokens, num_tokens, dtype=dtype, device=device)
+        causal = causal.masked_fill(future, float("-inf"))
+        causal = causal if row is None else causal[row]
+        bias = causal if bias is None else bias + causal
+    return bias
+
+
 def readout_row_bias(
     attn_mask: Optional[Tensor],
     is_causal: bool,
@@ -30,26 +69,8 @@ def readout_row_bias(
     dtype: torch.dtype,
     device: torch.device,
 ) -> Optional[Tensor]:
-    """The additive bias the attention applies to the logits of query ``row``.
-
-    ``attn_mask`` follows ``torch.nn.functional.scaled_dot_product_attention``: a boolean
-    mask (``True`` = attend) or an additive float mask, broadcastable to
-    (batch, heads, queries, keys). Returns a tensor broadcastable to (batch, heads, keys),
-    or ``None`` when nothing is masked.
-    """
-    bias: Optional[Tensor] = None
-    if attn_mask is not None:
-        mask_row = attn_mask[..., row, :]
-        if mask_row.dtype == torch.bool:
-            zeros = torch.zeros((), dtype=dtype, device=device)
-            bias = torch.where(mask_row, zeros, torch.full_like(zeros, float("-inf")))
-        else:
-            bias = mask_row.to(dtype)
-    if is_causal:
-        causal = torch.zeros(num_tokens, dtype=dtype, device=device)
-        causal[row + 1 :] = float("-inf")
-        bias = causal if bias is None else bias + causal
-    return bias
+    """:func:`attention_bias` of query ``row``, broadcastable to (batch, heads, keys)."""
+    return attention_bias(attn_mask, is_causal, num_tokens, dtype, device, row=row)
 
 
 def readout_attention_row(
@@ -108,3 +129,40 @@ def token_relevance(a0: Tensor, v: Tensor, weights: Tensor) -> Tensor:
     w = weights.to(dtype).reshape(batch, heads, head_dim, 1)
     value_scores = torch.matmul(v.to(dtype), w).squeeze(-1)  # (batch, heads, tokens)
     return (a0.to(dtype) * value_scores).sum(dim=1)
+
+
+def all_queries_relevance(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    scale: float,
+    bias: Optional[Tensor],
+    weights: Tensor,
+) -> Tensor:
+    """``R[j] = sum_i sum_(h,d) w[i, (h, d)] * A[h, i, j] * V[h, j, d]`` for every token.
+
+    The full attention ``A = softmax(scale * q k^T + bias)`` of one layer is formed here
+    (per group of tokens that attend among themselves), used once and dropped; the
+    (queries x keys x channels) tensor ``S`` never is: ``R[j] = sum_h sum_d V[h, j, d]
+    (A_h^T w_h)[j, d]``.
+
+    Args:
+        q, k, v: (batch, groups, heads, tokens, head_dim).
+        scale: Logit scale.
+        bias: Additive logit bias broadcastable to (batch, groups, heads, tokens, tokens),
+            or ``None``.
+        weights: Channel weights of every row of ``Z``, (batch, groups, heads, tokens,
+            head_dim), e.g. ``ReLU(d score / d Z)``.
+
+    Returns:
+        Signed relevance (batch, groups, tokens) in :func:`compute_dtype`; it sums over
+        tokens to ``sum_i weights[i] . Z[i]`` (completeness).
+    """
+    dtype = compute_dtype(v.dtype)
+    logits = torch.matmul(q.to(dtype), k.to(dtype).transpose(-2, -1)) * scale
+    if bias is not None:
+        logits = logits + bias.to(dtype)
+    attention = logits.softmax(dim=-1)  # (batch, groups, heads, queries, keys)
+    del logits
+    pulled = torch.matmul(attention.transpose(-2, -1), weights.to(dtype))
+    return (pulled * v.to(dtype)).sum(dim=(-1, 2))

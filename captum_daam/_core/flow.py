@@ -9,10 +9,10 @@ from captum._utils.common import _sort_key_list
 from captum._utils.gradient import compute_layer_gradients_and_eval
 from torch import Tensor
 
-from ..adapters.base import AttentionSite
-from .capture import record_readout_rows
-from .decomposition import token_relevance
-from .maps import channel_weights
+from ..adapters.base import AttentionSite, QueryAttention
+from .capture import record_attention
+from .decomposition import all_queries_relevance, token_relevance
+from .maps import channel_weights, spread_to_grid
 
 #: Maps the model's output to the scalar per example that DAAM explains, (N,).
 ScoreFn = Callable[[Any], Tensor]
@@ -23,19 +23,31 @@ def relevance_flow(
     sites: Sequence[AttentionSite],
     inputs: Tuple[Tensor, ...],
     score_fn: ScoreFn,
-    token_index: int,
+    token_index: Optional[int],
     additional_forward_args: Optional[object] = None,
     signed_weights: bool = False,
     device_ids: Optional[List[int]] = None,
+    grid_size: Optional[Tuple[int, int]] = None,
 ) -> Tensor:
-    """Signed token relevance of every site, ``sum_c weight(C_b)_c * S_b[j, c]``.
+    """Signed token relevance of every site.
 
-    The forward hooks record the readout attention row and values of every site, and
-    Captum's ``compute_layer_gradients_and_eval`` takes ``C_b = d score / d Z_b`` at the
-    inputs of every site's projection in a single backward pass.
+    Readout mode (``token_index`` an int): ``sum_c weight(C_b)_c * S_b[j, c]`` with
+    ``C_b = d score / d Z_b[readout]``. All-queries mode (``token_index=None``):
+    ``sum_i sum_c weight(G_b)[i, c] * A_b[h(c), i, j] * V_b[j, c]`` with
+    ``G_b = d score / d Z_b`` (every row), the full attention recomputed one site at a
+    time after the backward pass.
+
+    The forward hooks record what each site's attention computed, and Captum's
+    ``compute_layer_gradients_and_eval`` takes the gradient at the inputs of every
+    site's projection (``Z_b``) in a single backward pass.
+
+    Args:
+        grid_size: The model's patch grid; needed in the all-queries mode, where sites of
+            hierarchical models (Swin) report on coarser grids that are spread onto it.
 
     Returns:
-        (N, sites, tokens) in float32 (float64 for float64 models), prefix tokens first.
+        (N, sites, tokens) in float32 (float64 for float64 models): prefix tokens first,
+        then the patch tokens in row-major grid order.
     """
 
     def scored_forward(*args: Any) -> Tensor:
@@ -43,7 +55,7 @@ def relevance_flow(
 
     if device_ids is None:
         device_ids = getattr(forward_func, "device_ids", None)
-    with record_readout_rows(sites, token_index) as recorder:
+    with record_attention(sites, token_index) as recorder:
         grads, _ = compute_layer_gradients_and_eval(
             scored_forward,
             [site.z_module for site in sites],
@@ -52,10 +64,31 @@ def relevance_flow(
             device_ids=device_ids,
             attribute_to_layer_input=True,
         )
-    rows = recorder.gather(_sort_key_list(recorder.devices, device_ids))
+    records = recorder.gather(_sort_key_list(recorder.devices, device_ids))
     relevance = []
-    for site, (a0, v), (grad_z,) in zip(sites, rows, grads):
-        grad_row = grad_z[:, site.readout_row_of_z(token_index)]
-        weights = channel_weights(grad_row.to(a0.device), signed_weights)
-        relevance.append(token_relevance(a0, v, weights))
+    for site, record, (grad_z,) in zip(sites, records, grads):
+        if token_index is None:
+            if grid_size is None:
+                raise ValueError("the all-queries mode needs the model's patch grid")
+            relevance.append(_all_queries(record, grad_z, grid_size, signed_weights))
+        else:
+            a0, v = record
+            grad_row = grad_z[:, site.readout_row_of_z(token_index)]
+            weights = channel_weights(grad_row.to(a0.device), signed_weights)
+            relevance.append(token_relevance(a0, v, weights))
     return torch.stack(relevance, dim=1)
+
+
+def _all_queries(
+    record: QueryAttention, grad_z: Tensor, grid_size: Tuple[int, int], signed: bool
+) -> Tensor:
+    """One site's relevance in the all-queries mode, prefix tokens then the grid."""
+    batch, groups, heads, tokens, head_dim = record.v.shape
+    grad = grad_z.to(record.v.device).reshape(batch, groups, tokens, heads, head_dim)
+    weights = channel_weights(grad.transpose(2, 3), signed)
+    relevance = all_queries_relevance(
+        record.q, record.k, record.v, record.scale, record.bias, weights
+    )
+    prefix, patches = record.layout(relevance, grid_size)
+    patches = spread_to_grid(patches, grid_size)
+    return torch.cat([prefix, patches.flatten(1)], dim=1)

@@ -44,3 +44,33 @@ def block_maps(
 def accumulate(maps: Tensor) -> Tensor:
     """``D_b = L_1 + ... + L_b``, accumulated from the input side over dim 1."""
     return maps.cumsum(dim=1)
+
+
+def spread_to_grid(maps: Tensor, grid_size: Tuple[int, int]) -> Tensor:
+    """Relevance on a coarser grid spread evenly onto the patch grid, mass preserved.
+
+    A hierarchical model's later stages (Swin after patch merging) have one token per
+    ``f x f`` patches; each token's relevance is shared equally among the patches it
+    covers (cells of a padded border that fall outside the grid are dropped).
+
+    Args:
+        maps: (batch, rows_b, cols_b), with ``rows_b = ceil(rows / f)`` for an integer
+            factor ``f`` (likewise for the columns).
+        grid_size: The patch grid (rows, cols).
+
+    Returns:
+        (batch, rows, cols).
+    """
+    rows, cols = grid_size
+    coarse_rows, coarse_cols = int(maps.shape[-2]), int(maps.shape[-1])
+    if (coarse_rows, coarse_cols) == (rows, cols):
+        return maps
+    factor_r = -(-rows // coarse_rows)
+    factor_c = -(-cols // coarse_cols)
+    if -(-rows // factor_r) != coarse_rows or -(-cols // factor_c) != coarse_cols:
+        raise RuntimeError(
+            f"a {coarse_rows}x{coarse_cols} token grid does not tile the {rows}x{cols} "
+            "patch grid; the adapter for this model is wrong"
+        )
+    spread = maps.repeat_interleave(factor_r, dim=-2).repeat_interleave(factor_c, dim=-1)
+    return spread[..., :rows, :cols] / (factor_r * factor_c)

@@ -11,6 +11,7 @@ from .base import AttentionSite, ModelAdapter
 from .huggingface import HuggingFaceViTAdapter
 from .timm_beit_eva import TimmBeitAdapter, TimmEvaAdapter
 from .timm_cait import TimmCaitAdapter
+from .timm_swin import TimmSwinAdapter
 from .timm_vit import TimmVisionTransformerAdapter
 from .timm_xcit import TimmXcitAdapter
 
@@ -23,6 +24,7 @@ ADAPTERS: List[Type[ModelAdapter]] = [
     TimmXcitAdapter,
     TimmBeitAdapter,
     TimmEvaAdapter,
+    TimmSwinAdapter,
     HuggingFaceViTAdapter,
 ]
 
@@ -47,7 +49,7 @@ def get_adapter(model: nn.Module) -> ModelAdapter:
     supported = "; ".join(a.description for a in ADAPTERS)
     raise UnsupportedModelError(
         f"DAAM does not support {type(base).__name__}: it needs a Vision Transformer "
-        f"whose attention the class token reads out through. Supported: {supported}. "
+        f"with a supported attention layout. Supported: {supported}. "
         "See docs/models.md"
     )
 
@@ -60,6 +62,7 @@ __all__ = [
     "TimmBeitAdapter",
     "TimmCaitAdapter",
     "TimmEvaAdapter",
+    "TimmSwinAdapter",
     "TimmVisionTransformerAdapter",
     "TimmXcitAdapter",
     "get_adapter",

@@ -17,6 +17,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
+import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
@@ -24,6 +25,56 @@ from torch.utils.hooks import RemovableHandle
 #: readout row of the attention ``a0`` of shape (N, heads, tokens) and the values ``v`` of
 #: shape (N, heads, tokens, head_dim). Both are detached.
 RowSink = Callable[[Tensor, Tensor], None]
+
+#: ``layout(relevance, grid)``: token relevance of one site, (N, groups, tokens), to
+#: ``(prefix, patches)``: the prefix tokens' relevance (N, P) and the patch tokens' on the
+#: site's own grid (N, rows_b, cols_b), which is the model's patch grid ``grid`` or a
+#: coarser one (hierarchical models) that divides it.
+TokenLayout = Callable[[Tensor, Tuple[int, int]], Tuple[Tensor, Tensor]]
+
+
+@dataclass
+class QueryAttention:
+    """What one attention layer computed in a forward pass, for the all-queries mode.
+
+    Enough to recompute its full post-softmax attention after the backward pass, one
+    layer at a time: ``A = softmax(scale * q k^T + bias)``, ``Z = A v``. Tokens are split
+    into ``groups`` that attend only among themselves (Swin windows; 1 group for a ViT).
+
+    Attributes:
+        q: Queries after any q-norm or rotary embedding, (N, groups, heads, tokens, head_dim).
+        k: Keys, same shape.
+        v: Values, same shape.
+        scale: The logit scale.
+        bias: Additive logit bias broadcastable to (N, groups, heads, tokens, tokens)
+            (relative position bias, shifted-window mask, attention mask), or ``None``.
+        layout: Maps relevance (N, groups, tokens) back to the image grid.
+    """
+
+    q: Tensor
+    k: Tensor
+    v: Tensor
+    scale: float
+    bias: Optional[Tensor]
+    layout: TokenLayout
+
+    @classmethod
+    def cat(cls, parts: Sequence["QueryAttention"]) -> "QueryAttention":
+        """The records of several devices (``DataParallel``) as one batch."""
+        first = parts[0]
+        device = first.v.device
+
+        def cat(name: str) -> Tensor:
+            return torch.cat([getattr(p, name).to(device) for p in parts])
+
+        bias = first.bias
+        if bias is not None and bias.shape[0] != 1:
+            bias = torch.cat([p.bias.to(device) for p in parts])  # type: ignore[union-attr]
+        return cls(cat("q"), cat("k"), cat("v"), first.scale, bias, first.layout)
+
+
+#: Called by a site once per forward (and per device) with its :class:`QueryAttention`.
+QuerySink = Callable[[QueryAttention], None]
 
 
 @dataclass(frozen=True)
@@ -42,6 +93,9 @@ class AttentionSite:
             Returns the hook handles; the caller removes them.
         z_row: Row of ``Z`` that holds the readout token, when it is not the readout
             token's index (class-attention layers that compute only the class row).
+        install_queries: ``install_queries(sink)`` registers the hooks of the all-queries
+            mode, which hand a :class:`QueryAttention` to ``sink``; ``None`` where the
+            layer has no all-queries decomposition (class-attention layers).
     """
 
     name: str
@@ -51,6 +105,9 @@ class AttentionSite:
     head_dim: int
     install: Callable[[int, RowSink], List[RemovableHandle]] = field(repr=False)
     z_row: Optional[int] = None
+    install_queries: Optional[Callable[[QuerySink], List[RemovableHandle]]] = field(
+        default=None, repr=False
+    )
 
     def readout_row_of_z(self, token_index: int) -> int:
         """Row of ``Z`` whose gradient weights the channels for ``token_index``."""
@@ -90,7 +147,26 @@ class ModelAdapter(ABC):
     @abstractmethod
     def readout_tokens(self) -> Dict[str, int]:
         """Readout tokens that can be explained, by name, e.g. ``{"cls": 0, "dist": 1}``.
-        The first entry is the default."""
+        The first entry is the default; empty for models without one (Swin, GAP ViTs)."""
+
+    @property
+    def readout_refusal(self) -> Optional[str]:
+        """Why the readout (class-token) mode does not explain this model's prediction,
+        naming the fix; ``None`` where it does. Models without a class token, or pooled
+        over all tokens, are explained in the all-queries mode instead."""
+        return None
+
+    @property
+    def all_queries_refusal(self) -> Optional[str]:
+        """Why the all-queries mode is not available, or ``None`` where it is."""
+        missing = [site.name for site in self.sites if site.install_queries is None]
+        if missing:
+            return (
+                f"the all-queries mode is not available for {self.family} layers "
+                f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}); "
+                "see docs/models.md"
+            )
+        return None
 
     @abstractmethod
     def grid_size(self, image_size: Tuple[int, int]) -> Tuple[int, int]:

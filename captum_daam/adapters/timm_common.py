@@ -9,10 +9,12 @@ from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
 from ..errors import UnsupportedModelError
-from .base import AttentionSite, ModelAdapter, RowSink
+from .base import AttentionSite, ModelAdapter, QuerySink, RowSink, TokenLayout
 
 #: ``installer(attn, token_index, sink)``: registers the hooks of one attention module.
 Installer = Callable[[Any, int, RowSink], List[RemovableHandle]]
+#: ``query_installer(attn, sink)``: the same for the all-queries mode.
+QueryInstaller = Callable[[Any, QuerySink], List[RemovableHandle]]
 
 
 def attention_site(
@@ -21,11 +23,16 @@ def attention_site(
     installer: Installer,
     head_dim: Optional[int] = None,
     z_row: Optional[int] = None,
+    query_installer: Optional[QueryInstaller] = None,
 ) -> AttentionSite:
     """The site of a timm attention module whose projection input is ``Z``."""
 
     def install(token_index: int, sink: RowSink) -> List[RemovableHandle]:
         return installer(attn, token_index, sink)
+
+    def install_queries(sink: QuerySink) -> List[RemovableHandle]:
+        assert query_installer is not None
+        return query_installer(attn, sink)
 
     return AttentionSite(
         name=name,
@@ -35,7 +42,24 @@ def attention_site(
         head_dim=attn.head_dim if head_dim is None else head_dim,
         install=install,
         z_row=z_row,
+        install_queries=None if query_installer is None else install_queries,
     )
+
+
+def prefix_layout(num_prefix_tokens: int) -> TokenLayout:
+    """The token layout of a plain ViT: prefix tokens, then the patch grid row-major."""
+
+    def layout(relevance: Tensor, grid: Tuple[int, int]) -> Tuple[Tensor, Tensor]:
+        tokens = relevance[:, 0]
+        patches = tokens[:, num_prefix_tokens:]
+        if patches.shape[-1] != grid[0] * grid[1]:
+            raise RuntimeError(
+                f"{tokens.shape[-1]} tokens do not match {num_prefix_tokens} prefix tokens "
+                f"and a {grid[0]}x{grid[1]} patch grid; the adapter for this model is wrong"
+            )
+        return tokens[:, :num_prefix_tokens], patches.reshape(-1, *grid)
+
+    return layout
 
 
 def check_attention(
