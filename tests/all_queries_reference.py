@@ -63,7 +63,9 @@ def _relevance(attn: Tensor, v: Tensor, z: Tensor, grad: Tensor, signed: bool) -
     s = torch.zeros(tokens, tokens, heads * head_dim, dtype=v.dtype)
     for h in range(heads):
         s[:, :, h * head_dim:(h + 1) * head_dim] = attn[h][:, :, None] * v[h][None]
-    torch.testing.assert_close(s.sum(dim=1), z, rtol=1e-9, atol=1e-9)  # completeness
+    tol = 1e-9 if v.dtype == torch.float64 else 1e-4
+    torch.testing.assert_close(s.sum(dim=1), z, rtol=tol,  # completeness
+                               atol=tol * float(z.abs().max()))
     w = grad if signed else grad.clamp(min=0)  # (T, C)
     return torch.einsum("ic,ijc->j", w, s)
 
