@@ -8,7 +8,9 @@ output folders) print one line and exit with status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import ast
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -353,6 +355,142 @@ def demo(out: Path, num_images: int = 6, seed: int = 2026, gif: bool = False,
     return summary
 
 
+def _evaluation_dataset(kind: str, root: Optional[str], images: Optional[str],
+                        num_images: int, transform: Callable):
+    """The dataset of ``captum-daam evaluate --dataset KIND``."""
+    from .evaluation import BoxDataset, SyntheticBoxes
+
+    if kind == "synthetic":
+        from .zoo import DEFAULT_MODEL_INFO
+
+        return SyntheticBoxes(num_images, seed=DEFAULT_MODEL_INFO.test_seed)
+    if root is None:
+        raise UserError(f"--dataset {kind} needs --root")
+    if not Path(root).exists():
+        raise UserError(f"--root {root} does not exist")
+    try:
+        if kind == "subset":
+            return BoxDataset.from_subset(root, transform)
+        if images is None:
+            raise UserError(f"--dataset {kind} needs --images FOLDER (the image files)")
+        if kind == "official":
+            return BoxDataset.from_official(root, images, transform)
+        return BoxDataset.from_xml(root, images, transform)
+    except (OSError, ValueError) as error:
+        raise UserError(f"cannot read the {kind} dataset: {error}") from None
+
+
+def evaluate_command(args: argparse.Namespace) -> Dict[str, object]:
+    """``captum-daam evaluate``: every method on the same images, tau tuned on one split
+    and numbers reported on the other, sanity checks on a few images; tables and plots
+    in ``--out``. Runs sharded under ``torchrun`` (gloo on CPU, nccl on GPUs)."""
+    import torch.distributed as dist
+
+    from .evaluation import randomization_test, sanity_figure, sanity_table_markdown
+    from .evaluation.methods import METHODS, available_methods, make_explainer
+    from .evaluation.runner import evaluate, summarize, write_report
+
+    distributed = "RANK" in os.environ and "WORLD_SIZE" in os.environ
+    if distributed and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    rank = dist.get_rank() if distributed else 0
+    device = _device(args.device)
+    if distributed and device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    methods = list(args.methods or available_methods(warn=False))
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise UserError(f"unknown methods {unknown}; choose from {', '.join(METHODS)}")
+    loaded = load_model(args.model, args.weights)
+    model = loaded.model.to(device)
+    dataset = _evaluation_dataset(args.dataset, args.root, args.images, args.num_images,
+                                  loaded.transform)
+    count = len(dataset) if args.limit is None else min(args.limit, len(dataset))
+    ids = [_item_id(dataset, i) for i in range(count)]
+    order = sorted(range(count), key=lambda i: ids[i])
+    if args.split == "parity":
+        tuning, evaluation = order[0::2], order[1::2]
+    else:
+        tuning, evaluation = order[: count // 2], order[count // 2:]
+    data = _OnDevice(dataset, device)
+    out = Path(args.out)
+    cache = Path(args.cache) if args.cache else out / "cache"
+    options: Dict[str, Dict[str, object]] = {}
+    for text in args.option or []:
+        key, _, value = text.partition("=")
+        method, _, name = key.partition(".")
+        if not value or not name:
+            raise UserError(f"--option {text!r}: write METHOD.NAME=VALUE, e.g. "
+                            "integrated_gradients.n_steps=16")
+        try:
+            parsed: object = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            parsed = value
+        options.setdefault(method, {})[name] = parsed
+    try:
+        records = evaluate(model, data, methods, cache, target=args.target,
+                           method_options=options,
+                           batch_size=args.batch_size, faithfulness=not args.no_faithfulness,
+                           deletion_steps=args.steps, indices=tuning + evaluation,
+                           faithfulness_indices=evaluation[: args.faithfulness_images])
+    except (ImportError, ValueError) as error:
+        raise UserError(str(error)) from None
+    result: Dict[str, object] = {"rank": rank}
+    if rank == 0:
+        table = summarize(records, [ids[i] for i in tuning], [ids[i] for i in evaluation])
+        header = (f"{loaded.name} on {args.dataset} ({len(evaluation)} evaluation images, "
+                  f"tau tuned on {len(tuning)} others, split={args.split}, "
+                  f"target={args.target})")
+        write_report(records, table, out, [ids[i] for i in evaluation], header=header)
+        result["table"] = table
+    if args.sanity > 0:
+        chosen = evaluation[: args.sanity]
+        images = torch.stack([data[i][0] for i in chosen])
+        labels = torch.tensor([data[i][1] for i in chosen], device=device)
+        sanity_methods = args.sanity_methods or [m for m in methods if m != "scorecam"]
+        lines = []
+        for method in sanity_methods if rank == 0 else []:
+            rows = []
+            for mode in ("cascading", "independent"):
+                rows += randomization_test(
+                    model, lambda m, name=method: make_explainer(name, m, **options.get(name, {})),
+                    images, labels, mode=mode)
+            for row in rows:
+                row["method"] = method
+            sanity_figure(rows, out / f"sanity_{method}.png", title=method)
+            lines += [f"### {method}", "", sanity_table_markdown(rows), ""]
+            result.setdefault("sanity", []).extend(rows)  # type: ignore[union-attr]
+        if lines:
+            (out / "sanity.md").write_text("\n".join(lines))
+    if rank == 0:
+        (out / "evaluation.json").write_text(json.dumps(result, indent=1, default=float))
+    if distributed:
+        dist.barrier()
+    return result
+
+
+def _item_id(dataset: object, index: int) -> str:
+    """An item's id without loading the image where the dataset allows it."""
+    entries = getattr(dataset, "entries", None)
+    if entries is not None:
+        return str(entries[index].file)
+    return str(dataset[index][3])  # type: ignore[index]
+
+
+class _OnDevice(torch.utils.data.Dataset):
+    """A box dataset whose images are moved to ``device``."""
+
+    def __init__(self, dataset: torch.utils.data.Dataset, device: torch.device) -> None:
+        self.dataset, self.device = dataset, device
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int):
+        image, label, boxes, image_id = self.dataset[index]
+        return image.to(self.device), label, boxes, image_id
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="captum-daam",
@@ -380,6 +518,43 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--queries", choices=("readout", "all"), default=None,
                     help="decompose the class token's row (readout, the paper) or every "
                          "query (all: pooled models, Swin); default: the model's readout")
+    ev = commands.add_parser(
+        "evaluate", help="localisation, faithfulness and sanity checks of DAAM and its peers")
+    ev.add_argument("--dataset", choices=("subset", "official", "xml", "synthetic"),
+                    default="synthetic",
+                    help="subset: ROOT/boxes.csv + ROOT/images; official: ROOT holds "
+                         "localization.txt, class_labels.txt, image_sizes.txt and --images "
+                         "the image folder; xml: ROOT holds per-image XML and --images the "
+                         "images; synthetic: the embedded model's shapes (default)")
+    ev.add_argument("--root", default=None)
+    ev.add_argument("--images", default=None, help="image folder (official, xml)")
+    ev.add_argument("--num-images", type=int, default=64, help="synthetic images")
+    ev.add_argument("--limit", type=int, default=None, help="use the first N images only")
+    ev.add_argument("--model", default=None,
+                    help="timm model name (default: the embedded shapes ViT)")
+    ev.add_argument("--weights", default=None, help="local .safetensors or .pth weights")
+    ev.add_argument("--methods", nargs="+", default=None,
+                    help="methods to compare (default: every available one)")
+    ev.add_argument("--split", choices=("parity", "halves"), default="parity",
+                    help="tau is tuned on even positions (by id) and reported on odd ones "
+                         "(parity), or on the first and reported on the second half")
+    ev.add_argument("--target", choices=("label", "predicted"), default="label")
+    ev.add_argument("--batch-size", type=int, default=16)
+    ev.add_argument("--steps", type=int, default=14, help="deletion / insertion points")
+    ev.add_argument("--no-faithfulness", action="store_true",
+                    help="skip deletion / insertion")
+    ev.add_argument("--faithfulness-images", type=int, default=None,
+                    help="deletion / insertion on the first N evaluation images only "
+                         "(default: all evaluation images; never the tuning ones)")
+    ev.add_argument("--option", action="append", metavar="METHOD.NAME=VALUE",
+                    help="a method option, e.g. integrated_gradients.n_steps=16 (repeatable)")
+    ev.add_argument("--sanity", type=int, default=0,
+                    help="run the randomisation sanity checks on N evaluation images")
+    ev.add_argument("--sanity-methods", nargs="+", default=None)
+    ev.add_argument("--out", default="daam-eval", help="output folder")
+    ev.add_argument("--cache", default=None,
+                    help="per-image record cache, to resume (default: OUT/cache)")
+    ev.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     dm = commands.add_parser("demo", help="the embedded model on synthetic images, offline")
     dm.add_argument("--out", default="daam-demo", help="output folder")
     dm.add_argument("--images", type=int, default=6)
@@ -392,6 +567,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parser().parse_args(argv)
     try:
         start = time.perf_counter()
+        if args.command == "evaluate":
+            if args.batch_size < 1:
+                raise UserError("--batch-size must be at least 1")
+            result = evaluate_command(args)
+            if "table" in result:
+                from .evaluation.runner import markdown_table
+
+                print(markdown_table(result["table"]))  # type: ignore[arg-type]
+                print(f"wrote the evaluation to {args.out} "
+                      f"({time.perf_counter() - start:.1f} s)")
+            return 0
         if args.command == "demo":
             summary = demo(Path(args.out), args.images, gif=args.gif, html=args.html)
         else:

@@ -1,0 +1,459 @@
+"""The evaluation harness: every method on the same images in one run, cached per image,
+sharded over processes, summarised into tables.
+
+:func:`evaluate` explains each image with each method (the ground-truth class by
+default, as the weakly-supervised localisation protocol does), and stores per image and
+method one JSON record: the IoU of the largest component's box at every threshold tau,
+the energy inside the boxes (pointing game), the deletion and insertion curves and
+AUCs, and the time the explanation took. Records already in the cache are not
+recomputed, so an interrupted run resumes where it stopped. Under ``torch.distributed``
+(``torchrun``) every rank explains its own share of the images (``index % world_size``)
+and the records are gathered on every rank.
+
+:func:`summarize` turns records into one row per method: tau is chosen on a tuning split
+and the numbers are reported on a separate evaluation split (never the same images);
+:func:`write_report` writes JSON, a Markdown table and plots.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from ..display import upsample
+from .datasets import collate_boxes
+from .faithfulness import deletion_insertion
+from .localization import (
+    DEFAULT_IOU_THRESHOLDS,
+    DEFAULT_TAUS,
+    box_accuracy,
+    box_energy,
+    localization_ious,
+    localization_summary,
+)
+from .methods import make_explainer
+
+Record = Dict[str, Any]
+
+#: Columns of the Markdown table: (record key, header, format).
+_COLUMNS = (
+    ("mean_iou", "mean IoU", "{:.3f}"),
+    ("box_acc", "acc@0.5", "{:.3f}"),
+    ("max_box_acc@0.3", "MaxBoxAcc 0.3", "{:.3f}"),
+    ("max_box_acc@0.5", "MaxBoxAcc 0.5", "{:.3f}"),
+    ("max_box_acc@0.7", "MaxBoxAcc 0.7", "{:.3f}"),
+    ("max_box_acc_v2", "MaxBoxAccV2", "{:.3f}"),
+    ("energy", "pointing (energy)", "{:.3f}"),
+    ("deletion_auc", "deletion AUC ↓", "{:.3f}"),
+    ("insertion_auc", "insertion AUC ↑", "{:.3f}"),
+    ("ms_per_image", "ms / image", "{:.0f}"),
+    ("tau", "tau (tuned)", "{:.2f}"),
+)
+
+
+def _distributed() -> tuple:
+    """(rank, world size) of the default process group, (0, 1) without one."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _cache_name(image_id: str) -> str:
+    """A file name for ``image_id`` (ids may hold path separators)."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in image_id)
+    digest = hashlib.sha1(image_id.encode()).hexdigest()[:8]
+    return f"{safe[-80:]}-{digest}.json"
+
+
+def _check_settings(cache_dir: Path, settings: Dict[str, Any]) -> None:
+    """Refuse a cache made with other settings (its records would be mixed in)."""
+    path = cache_dir / "settings.json"
+    if path.exists():
+        stored = json.loads(path.read_text())
+        if stored != settings:
+            changed = sorted(k for k in set(stored) | set(settings)
+                             if stored.get(k) != settings.get(k))
+            raise ValueError(
+                f"the cache {cache_dir} was made with other settings ({', '.join(changed)} "
+                "differ); use another cache folder or delete this one"
+            )
+    else:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(settings, indent=1, sort_keys=True))
+        tmp.replace(path)
+
+
+def _write_record(path: Path, record: Record) -> None:
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(record))
+    tmp.replace(path)  # atomic: an interrupted run never leaves half a record
+
+
+def evaluate(
+    model: nn.Module,
+    dataset: Dataset,
+    methods: Union[Sequence[str], Mapping[str, Callable[[Tensor, Tensor], Tensor]]],
+    cache_dir: Union[str, Path],
+    target: str = "label",
+    batch_size: int = 16,
+    taus: Optional[Tensor] = None,
+    faithfulness: bool = True,
+    deletion_steps: Optional[int] = 14,
+    baseline: str = "blur",
+    method_options: Optional[Mapping[str, Mapping[str, Any]]] = None,
+    indices: Optional[Sequence[int]] = None,
+    faithfulness_indices: Optional[Sequence[int]] = None,
+    progress: bool = True,
+) -> List[Record]:
+    """Explain every image of ``dataset`` with every method and measure the maps.
+
+    Args:
+        model: The classifier, in eval mode (left as found).
+        dataset: Items ``(image, label, boxes, image_id)`` as the datasets of
+            :mod:`captum_daam.evaluation.datasets` yield them (boxes in model-input
+            pixels).
+        methods: Names for :func:`~captum_daam.evaluation.methods.make_explainer`, or a
+            mapping name -> ``explain(images, targets) -> maps`` (patch grid or pixels).
+        cache_dir: Folder of the per-image records (``<method>/<image>.json``) and of
+            ``settings.json``; reused to resume, refused if made with other settings.
+        target: ``"label"`` (the ground-truth class, the WSOL protocol) or
+            ``"predicted"`` (the model's top-1 class).
+        batch_size: Images per explanation call.
+        taus: CAM thresholds (default 0, 0.01, ..., 0.99).
+        faithfulness: Whether to run deletion and insertion (the slowest part).
+        deletion_steps: Points of the deletion / insertion curves after the clean one
+            (``None``: one patch per step).
+        baseline: What removed patches show in deletion / insertion (``"blur"``,
+            ``"zeros"``).
+        method_options: Options per method name, passed to ``make_explainer``.
+        indices: Dataset indices to evaluate (default all); sharded over ranks.
+        faithfulness_indices: With ``faithfulness``, the indices that get deletion and
+            insertion (default: all evaluated ones); e.g. the evaluation split only,
+            as tuning tau needs none.
+        progress: Show a progress bar (rank 0 only).
+
+    Returns:
+        All records (of every rank, gathered), sorted by method then image id. A record
+        holds ``method, id, label, target, predicted, correct, ious`` (one per tau),
+        ``energy, seconds`` (explanation time per image, after one untimed warm-up
+        call per method) and, with ``faithfulness``, ``deletion_auc,
+        insertion_auc, deletion, insertion`` (the curves).
+
+    Example::
+
+        >>> data = BoxDataset.from_subset(root, transform)
+        >>> records = evaluate(model, data, ["daam", "gradcam"], "cache/")
+        >>> table = summarize(records, tuning_ids=ids[0::2], evaluation_ids=ids[1::2])
+    """
+    from tqdm import tqdm
+
+    if target not in ("label", "predicted"):
+        raise ValueError(f"target must be 'label' or 'predicted', got {target!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    taus = DEFAULT_TAUS if taus is None else torch.as_tensor(taus, dtype=torch.float64)
+    options = {name: dict(opts) for name, opts in (method_options or {}).items()}
+    if isinstance(methods, Mapping):
+        explainers = dict(methods)
+    else:
+        unknown = sorted(set(options) - set(methods))
+        if unknown:
+            raise ValueError(f"method_options for methods not evaluated: {unknown}")
+        explainers = {name: make_explainer(name, model, **options.get(name, {}))
+                      for name in methods}
+    if not explainers:
+        raise ValueError("no methods to evaluate")
+    cache = Path(cache_dir)
+    settings = {
+        "model": type(model).__name__,
+        "parameters": sum(int(p.numel()) for p in model.parameters()),
+        "target": target,
+        "taus": [round(float(t), 6) for t in taus],
+        "faithfulness": faithfulness,
+        "deletion_steps": deletion_steps,
+        "baseline": baseline,
+        "options": {k: {o: repr(v) for o, v in sorted(opts.items())}
+                    for k, opts in sorted(options.items())},
+    }
+    rank, world = _distributed()
+    if rank == 0:
+        _check_settings(cache, settings)
+    if world > 1:
+        torch.distributed.barrier()
+        if rank != 0:
+            _check_settings(cache, settings)
+    for name in explainers:
+        (cache / name).mkdir(parents=True, exist_ok=True)
+
+    all_indices = list(range(len(dataset))) if indices is None else list(indices)
+    mine = all_indices[rank::world]
+    faithful = set(all_indices if faithfulness_indices is None else faithfulness_indices)
+    if not faithfulness:
+        faithful = set()
+    records: List[Record] = []
+    warmed: set = set()  # methods whose first (slow) call is not timed
+    bar = tqdm(total=len(mine) * len(explainers), disable=not progress or rank != 0,
+               desc="evaluate", unit="map")
+    for start in range(0, len(mine), batch_size):
+        chunk = mine[start:start + batch_size]
+        items = [dataset[i] for i in chunk]
+        images, labels, boxes, ids = collate_boxes(items)
+        paths = {name: [cache / name / _cache_name(i) for i in ids] for name in explainers}
+        curves = [chunk[k] in faithful for k in range(len(ids))]
+        todo = {name: [k for k, p in enumerate(paths[name]) if not _complete(p, curves[k])]
+                for name in explainers}
+        predicted: Optional[Tensor] = None
+        if any(todo.values()):
+            with torch.no_grad():
+                predicted = model(images).argmax(dim=-1).cpu()
+        for name, explain in explainers.items():
+            for k in range(len(ids)):
+                if k not in todo[name]:
+                    records.append(json.loads(paths[name][k].read_text()))
+            if todo[name]:
+                assert predicted is not None
+                if name not in warmed:
+                    explain(images[:1], predicted[:1].to(images.device))
+                    warmed.add(name)
+                records.extend(_measure(
+                    model, explain, name, images, labels, boxes, ids, predicted,
+                    todo[name], paths[name], target, taus, curves,
+                    deletion_steps, baseline,
+                ))
+            bar.update(len(ids))
+    bar.close()
+    if world > 1:
+        gathered: List[Optional[List[Record]]] = [None] * world
+        torch.distributed.all_gather_object(gathered, records)
+        records = [r for part in gathered for r in (part or [])]
+    return sorted(records, key=lambda r: (list(explainers).index(r["method"]), r["id"]))
+
+
+def _complete(path: Path, needs_curves: bool) -> bool:
+    """Whether the cached record at ``path`` exists with everything asked for."""
+    if not path.exists():
+        return False
+    return not needs_curves or "deletion" in json.loads(path.read_text())
+
+
+def _measure(
+    model: nn.Module,
+    explain: Callable[[Tensor, Tensor], Tensor],
+    name: str,
+    images: Tensor,
+    labels: Tensor,
+    boxes: List[Tensor],
+    ids: List[str],
+    predicted: Tensor,
+    which: List[int],
+    paths: List[Path],
+    target: str,
+    taus: Tensor,
+    curves_for: List[bool],
+    deletion_steps: Optional[int],
+    baseline: str,
+) -> List[Record]:
+    """Explain and measure the images ``which`` of a batch; write and return records."""
+    index = torch.tensor(which)
+    batch = images[index]
+    targets = (labels if target == "label" else predicted)[index]
+    start = time.perf_counter()
+    maps = explain(batch, targets).detach().float().cpu()
+    seconds = (time.perf_counter() - start) / len(which)
+    if maps.dim() == 4:
+        maps = maps[:, 0]
+    full = upsample(maps[:, None], tuple(batch.shape[-2:]))[:, 0]
+    chosen = [boxes[k] for k in which]
+    ious = localization_ious(full, chosen, taus)
+    energy = box_energy(full, chosen)
+    faithful = [row for row, k in enumerate(which) if curves_for[k]]
+    curves = None
+    if faithful:
+        rows = torch.tensor(faithful)
+        curves = deletion_insertion(model, batch[rows.to(batch.device)], targets[rows],
+                                    maps[rows], steps=deletion_steps, baseline=baseline)
+    out = []
+    for row, k in enumerate(which):
+        record: Record = {
+            "method": name,
+            "id": ids[k],
+            "label": int(labels[k]),
+            "target": int(targets[row]),
+            "predicted": int(predicted[k]),
+            "correct": bool(int(predicted[k]) == int(labels[k])),
+            "ious": [round(float(v), 6) for v in ious[row]],
+            "energy": float(energy[row]),
+            "seconds": seconds,
+        }
+        if curves is not None and row in faithful:
+            at = faithful.index(row)
+            record.update(
+                deletion_auc=float(curves.deletion_auc[at]),
+                insertion_auc=float(curves.insertion_auc[at]),
+                deletion=[round(float(v), 6) for v in curves.deletion[at]],
+                insertion=[round(float(v), 6) for v in curves.insertion[at]],
+            )
+        _write_record(paths[k], record)
+        out.append(record)
+    return out
+
+
+def summarize(
+    records: Sequence[Record],
+    tuning_ids: Sequence[str],
+    evaluation_ids: Sequence[str],
+    taus: Optional[Tensor] = None,
+    iou_thresholds: Sequence[float] = DEFAULT_IOU_THRESHOLDS,
+) -> Dict[str, Dict[str, float]]:
+    """One row of numbers per method: tau tuned on ``tuning_ids``, everything reported
+    on ``evaluation_ids``.
+
+    Args:
+        records: What :func:`evaluate` returned (or read back from its cache).
+        tuning_ids: Image ids where tau is chosen (best box accuracy at IoU 0.5).
+        evaluation_ids: Image ids the numbers are reported on; must not overlap
+            ``tuning_ids``.
+        taus: The thresholds the records were made with (default taus).
+        iou_thresholds: δ of MaxBoxAcc.
+
+    Returns:
+        ``{method: {"tau", "mean_iou", "box_acc", "max_box_acc@δ", "max_box_acc_v2",
+        "energy", "deletion_auc", "insertion_auc", "ms_per_image", "top1",
+        "num_images", "num_tuning_images"}}``.
+    """
+    tuning, evaluation = set(tuning_ids), set(evaluation_ids)
+    if tuning & evaluation:
+        raise ValueError(
+            f"{len(tuning & evaluation)} images are in both the tuning and the evaluation "
+            "split; tau must be chosen on other images than those it is reported on"
+        )
+    taus = DEFAULT_TAUS if taus is None else torch.as_tensor(taus, dtype=torch.float64)
+    by_method: Dict[str, List[Record]] = {}
+    for record in records:
+        by_method.setdefault(record["method"], []).append(record)
+    table: Dict[str, Dict[str, float]] = {}
+    for method, rows in by_method.items():
+        tune = [r for r in rows if r["id"] in tuning]
+        report = [r for r in rows if r["id"] in evaluation]
+        if not tune or not report:
+            raise ValueError(
+                f"{method}: {len(tune)} tuning and {len(report)} evaluation images have "
+                "records; evaluate both splits first"
+            )
+        ious = torch.tensor([r["ious"] for r in report], dtype=torch.float64)
+        tune_ious = torch.tensor([r["ious"] for r in tune], dtype=torch.float64)
+        energies = torch.tensor([r["energy"] for r in report], dtype=torch.float64)
+        summary = localization_summary(ious, tune_ious, taus, 0.5, iou_thresholds, energies)
+        summary["num_tuning_images"] = len(tune)
+        summary["ms_per_image"] = 1000.0 * sum(r["seconds"] for r in report) / len(report)
+        summary["top1"] = sum(r["correct"] for r in report) / len(report)
+        for key in ("deletion_auc", "insertion_auc"):
+            values = [r[key] for r in report if key in r]
+            if values:
+                summary[key] = sum(values) / len(values)
+        table[method] = summary
+    return table
+
+
+def markdown_table(table: Mapping[str, Mapping[str, float]]) -> str:
+    """The summary as a Markdown table, one row per method."""
+    columns = [c for c in _COLUMNS if any(c[0] in row for row in table.values())]
+    lines = ["| method | " + " | ".join(c[1] for c in columns) + " |",
+             "|---|" + "---:|" * len(columns)]
+    for method, row in table.items():
+        cells = [fmt.format(row[key]) if key in row else "" for key, _, fmt in columns]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def box_accuracy_curves(
+    records: Sequence[Record], evaluation_ids: Sequence[str], iou_threshold: float = 0.5
+) -> Dict[str, Tensor]:
+    """BoxAcc(tau) at ``iou_threshold`` per method on ``evaluation_ids``, (T,) each:
+    MaxBoxAcc is each curve's maximum."""
+    wanted = set(evaluation_ids)
+    curves: Dict[str, List[List[float]]] = {}
+    for record in records:
+        if record["id"] in wanted:
+            curves.setdefault(record["method"], []).append(record["ious"])
+    return {m: box_accuracy(torch.tensor(v, dtype=torch.float64), iou_threshold)
+            for m, v in curves.items()}
+
+
+def write_report(
+    records: Sequence[Record],
+    table: Mapping[str, Mapping[str, float]],
+    out_dir: Union[str, Path],
+    evaluation_ids: Sequence[str],
+    taus: Optional[Tensor] = None,
+    header: str = "",
+) -> Dict[str, Path]:
+    """Write ``summary.json``, ``summary.md`` and the plots ``box_accuracy.png``
+    (BoxAcc at IoU 0.5 against tau) and ``deletion_insertion.png`` (mean curves).
+
+    Returns the written paths by kind.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    taus = DEFAULT_TAUS if taus is None else torch.as_tensor(taus, dtype=torch.float64)
+    paths = {"json": out / "summary.json", "markdown": out / "summary.md",
+             "box_accuracy": out / "box_accuracy.png"}
+    paths["json"].write_text(json.dumps(table, indent=1))
+    paths["markdown"].write_text((header + "\n\n" if header else "") + markdown_table(table) + "\n")
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for method, curve in box_accuracy_curves(records, evaluation_ids).items():
+        ax.plot(taus.numpy(), curve.numpy(), label=method)
+    ax.set_xlabel("CAM threshold tau")
+    ax.set_ylabel("BoxAcc (IoU >= 0.5)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(paths["box_accuracy"], dpi=120)
+    plt.close(fig)
+
+    wanted = set(evaluation_ids)
+    curves: Dict[str, Dict[str, List[List[float]]]] = {}
+    for record in records:
+        if record["id"] in wanted and "deletion" in record:
+            entry = curves.setdefault(record["method"], {"deletion": [], "insertion": []})
+            entry["deletion"].append(record["deletion"])
+            entry["insertion"].append(record["insertion"])
+    if curves:
+        paths["deletion_insertion"] = out / "deletion_insertion.png"
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+        for method, entry in curves.items():
+            for ax, kind in zip(axes, ("deletion", "insertion")):
+                mean = torch.tensor(entry[kind]).mean(dim=0)
+                ax.plot(torch.linspace(0, 1, len(mean)).numpy(), mean.numpy(), label=method)
+        for ax, kind in zip(axes, ("deletion", "insertion")):
+            ax.set_title(f"{kind} (mean over images)")
+            ax.set_xlabel(f"fraction of patches {'removed' if kind == 'deletion' else 'inserted'}")
+            ax.set_ylabel("target probability")
+        axes[1].legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(paths["deletion_insertion"], dpi=120)
+        plt.close(fig)
+    return paths
+
+
+__all__ = [
+    "box_accuracy_curves",
+    "evaluate",
+    "markdown_table",
+    "summarize",
+    "write_report",
+]

@@ -1,0 +1,189 @@
+"""The evaluation harness: measurements, tau tuned on another split, resumable cache,
+and two-process sharding under torchrun.
+
+Run as a script under torchrun, this file is the worker of the two-process test.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+
+from captum_daam.evaluation.runner import evaluate, markdown_table, summarize, write_report
+
+SIZE, PATCH = 32, 8
+
+
+class Squares(torch.utils.data.Dataset):
+    """Images that show their own box: a bright square on a dark background."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index):
+        g = torch.Generator().manual_seed(index)
+        side = int(torch.randint(8, 17, (1,), generator=g))
+        x0, y0 = (int(v) for v in torch.randint(0, SIZE - side + 1, (2,), generator=g))
+        image = torch.full((3, SIZE, SIZE), -1.0)
+        image[:, y0:y0 + side, x0:x0 + side] = 1.0
+        box = torch.tensor([[x0, y0, x0 + side, y0 + side]], dtype=torch.float64)
+        return image, index % 5, box, f"square-{index:03d}"
+
+
+def _model():
+    torch.manual_seed(0)
+    return timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=SIZE,
+                             patch_size=PATCH, embed_dim=48, num_heads=3, depth=2,
+                             num_classes=5).eval()
+
+
+class Counting:
+    """An explainer that counts the images it explains."""
+
+    def __init__(self, fn):
+        self.fn, self.calls = fn, 0
+
+    def __call__(self, images, targets):
+        self.calls += images.shape[0]
+        return self.fn(images)
+
+
+def _oracle(images):  # the bright square itself: IoU 1 at any tau in (0, 1)
+    return (images[:, 0] > 0).float()
+
+
+def _uniform(images):
+    return torch.ones(images.shape[0], SIZE // PATCH, SIZE // PATCH)
+
+
+def test_measurements_tau_from_the_tuning_split_and_the_report(tmp_path):
+    data, model = Squares(10), _model()
+    oracle, uniform = Counting(_oracle), Counting(_uniform)
+    records = evaluate(model, data, {"oracle": oracle, "uniform": uniform}, tmp_path / "c",
+                       batch_size=4, deletion_steps=4, progress=False)
+    assert len(records) == 20
+    ids = sorted({r["id"] for r in records})
+    table = summarize(records, ids[0::2], ids[1::2])
+    assert table["oracle"]["max_box_acc@0.7"] == 1.0 and table["oracle"]["mean_iou"] == 1.0
+    assert 0 < table["oracle"]["tau"] < 1
+    assert table["uniform"]["max_box_acc@0.3"] < 1.0  # the whole image is not the box
+    # Energy: all of the oracle's mass is inside the box; the uniform map's is the area.
+    assert table["oracle"]["energy"] == pytest.approx(1.0)
+    areas = [float(((b[0, 2] - b[0, 0]) * (b[0, 3] - b[0, 1])) / SIZE**2)
+             for _, _, b, i in (data[k] for k in range(10)) if i in ids[1::2]]
+    assert table["uniform"]["energy"] == pytest.approx(sum(areas) / len(areas))
+    for row in records:
+        assert len(row["deletion"]) == 5 and 0 <= row["deletion_auc"] <= 1
+    paths = write_report(records, table, tmp_path / "out", ids[1::2])
+    assert json.loads(paths["json"].read_text())["oracle"]["box_acc"] == 1.0
+    assert "| oracle |" in paths["markdown"].read_text() and paths["box_accuracy"].exists()
+    assert "MaxBoxAccV2" in markdown_table(table)
+
+
+def test_tau_is_chosen_on_tuning_images_only():
+    taus = torch.tensor([0.2, 0.5, 0.8])
+
+    def record(i, ious):
+        return {"method": "m", "id": f"{i}", "ious": ious, "energy": 0.5, "seconds": 0.0,
+                "correct": True}
+
+    tuning = [record(i, [0.0, 0.0, 0.9]) for i in range(3)]  # best at tau 0.8
+    evaluation = [record(i + 3, [0.9, 0.0, 0.1]) for i in range(3)]  # best at tau 0.2
+    table = summarize(tuning + evaluation, ["0", "1", "2"], ["3", "4", "5"], taus=taus)
+    assert table["m"]["tau"] == pytest.approx(0.8)
+    assert table["m"]["box_acc"] == 0.0 and table["m"]["max_box_acc@0.5"] == 1.0
+    with pytest.raises(ValueError, match="both the tuning and the evaluation"):
+        summarize(tuning, ["0", "1"], ["1", "2"], taus=taus)
+
+
+def test_runs_resume_from_the_cache_and_refuse_other_settings(tmp_path):
+    data, model = Squares(6), _model()
+    first = Counting(_oracle)
+    records = evaluate(model, data, {"oracle": first}, tmp_path, batch_size=4,
+                       faithfulness=False, progress=False)
+    assert first.calls == 6 + 1  # + the untimed warm-up call
+    again = Counting(_oracle)
+    assert evaluate(model, data, {"oracle": again}, tmp_path, batch_size=4,
+                    faithfulness=False, progress=False) == records
+    assert again.calls == 0
+    victim = next((tmp_path / "oracle").glob("square-003*.json"))
+    victim.unlink()
+    evaluate(model, data, {"oracle": again}, tmp_path, batch_size=4, faithfulness=False,
+             progress=False)
+    assert again.calls == 1 + 1 and victim.exists()
+    with pytest.raises(ValueError, match="other settings.*faithfulness"):
+        evaluate(model, data, {"oracle": again}, tmp_path, faithfulness=True, progress=False)
+
+
+def test_faithfulness_on_chosen_images_and_completed_on_resume(tmp_path):
+    data, model, oracle = Squares(4), _model(), Counting(_oracle)
+    records = evaluate(model, data, {"oracle": oracle}, tmp_path, deletion_steps=2,
+                       faithfulness_indices=[1, 3], progress=False)
+    assert [("deletion" in r) for r in records] == [False, True, False, True]
+    records = evaluate(model, data, {"oracle": oracle}, tmp_path, deletion_steps=2,
+                       progress=False)
+    assert all("deletion" in r for r in records)
+    assert oracle.calls == (1 + 4) + (1 + 2)  # per run: a warm-up; then only the two missing
+
+
+def test_evaluate_command_end_to_end(tmp_path):
+    from captum_daam.cli import main
+
+    out = tmp_path / "eval"
+    code = main(["evaluate", "--num-images", "4", "--methods", "daam", "uniform",
+                 "--steps", "2", "--sanity", "1", "--sanity-methods", "daam",
+                 "--out", str(out), "--device", "cpu"])
+    assert code == 0
+    table = json.loads((out / "summary.json").read_text())
+    assert set(table) == {"daam", "uniform"} and table["daam"]["num_images"] == 2
+    assert table["daam"]["num_tuning_images"] == 2
+    assert (out / "sanity_daam.png").exists() and "cascading" in (out / "sanity.md").read_text()
+    assert main(["evaluate", "--methods", "nonsense", "--out", str(tmp_path / "x")]) == 2
+
+
+def test_the_registry_methods_run_through_the_harness(tmp_path):
+    records = evaluate(_model(), Squares(3), ["daam", "rollout"], tmp_path, batch_size=3,
+                       deletion_steps=2, progress=False)
+    assert {r["method"] for r in records} == {"daam", "rollout"}
+    with pytest.raises(ValueError, match="method_options for methods not evaluated"):
+        evaluate(_model(), Squares(3), ["daam"], tmp_path / "x",
+                 method_options={"gradcam": {}}, progress=False)
+
+
+# ----------------------------------------------------------------------------- torchrun
+def _worker(out: Path) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo")
+    rank = dist.get_rank()
+    records = evaluate(_model(), Squares(7), {"oracle": Counting(_oracle), "uniform": Counting(_uniform)},
+                       out / "cache", batch_size=2, deletion_steps=3, progress=False)
+    mine = sorted(p.name for p in (out / "cache" / "oracle").glob("*.json"))
+    (out / f"rank{rank}.json").write_text(json.dumps({"records": records, "files": mine}))
+    dist.destroy_process_group()
+
+
+def test_two_processes_shard_and_gather(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               "--nproc_per_node=2", __file__, str(tmp_path)]
+    run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    single = evaluate(_model(), Squares(7), {"oracle": Counting(_oracle), "uniform": Counting(_uniform)},
+                      tmp_path / "single", batch_size=2, deletion_steps=3, progress=False)
+    strip = lambda rs: [{k: v for k, v in r.items() if k != "seconds"} for r in rs]  # noqa: E731
+    assert strip(ranks[0]["records"]) == strip(ranks[1]["records"]) == strip(single)
+    assert len(single) == 14
+
+
+if __name__ == "__main__":
+    _worker(Path(sys.argv[1]))
