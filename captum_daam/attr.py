@@ -86,15 +86,7 @@ class _DAAMBase(LayerAttribution, GradientAttribution):
                     "queries='readout'"
                 )
             return None
-        tokens = self.adapter.readout_tokens
-        if token is None:
-            return next(iter(tokens.values()))
-        if token not in tokens:
-            raise ValueError(
-                f"token {token!r} is not a readout token of this model; choose one of "
-                f"{sorted(tokens)}"
-            )
-        return tokens[token]
+        return self.adapter.readout_token_index(token)
 
     def _check_inputs(self, inputs: Inputs) -> Tuple[Tuple[Any, ...], Tuple[int, int]]:
         """The inputs as a tuple, validated, and the patch grid of the images."""

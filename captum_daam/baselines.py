@@ -309,15 +309,12 @@ def attention_rollout(
     inputs_tuple = _format_tensor_into_tuples(inputs)
     adapter = get_adapter(model)
     grid = check_images(inputs_tuple[0], adapter)
-    tokens = adapter.readout_tokens
-    if not tokens:
+    if not adapter.readout_tokens:
         raise UnsupportedModelError(
             f"attention rollout reads the readout token's row; "
             f"{type(adapter.model).__name__} has no readout token"
         )
-    if token is not None and token not in tokens:
-        raise ValueError(f"token {token!r} is not a readout token; choose one of {sorted(tokens)}")
-    row = tokens[token] if token is not None else next(iter(tokens.values()))
+    row = adapter.readout_token_index(token)
     fusions = {
         "mean": lambda a: a.mean(dim=1),
         "max": lambda a: a.amax(dim=1),

@@ -13,6 +13,7 @@ from captum_daam._core.flow import relevance_flow
 from captum_daam._core.targets import class_scores, target_tensor
 from captum_daam.adapters import get_adapter
 from model_state import assert_unchanged, snapshot
+from assertions import assert_close_scaled
 
 NUM_CLASSES = 7
 _VIT = dict(img_size=32, patch_size=8, embed_dim=48, num_heads=3, depth=3,
@@ -49,11 +50,6 @@ def build(name: str, seed: int = 0) -> torch.nn.Module:
         for p in model.parameters():
             p.add_(0.02 * torch.randn_like(p))
     return model
-
-
-def assert_close_scaled(actual, expected, rtol=1e-7):
-    scale = expected.abs().max().clamp(min=1e-12)
-    torch.testing.assert_close(actual, expected, rtol=rtol, atol=rtol * scale)
 
 
 @st.composite

@@ -31,6 +31,7 @@ from captum_daam.adapters import (
     get_adapter,
 )
 from model_state import assert_unchanged, snapshot
+from assertions import assert_close_scaled
 
 NUM_CLASSES = 10
 TINY = dict(embed_dim=48, num_heads=3, num_classes=NUM_CLASSES)
@@ -193,11 +194,6 @@ def build(name: str) -> nn.Module:
     if FAMILIES[name].hf and not HAVE_TRANSFORMERS:
         pytest.skip("transformers is not installed (optional dependency)")
     return FAMILIES[name].build()
-
-
-def assert_close_scaled(actual, expected, rtol=1e-7):
-    scale = expected.abs().max().clamp(min=1e-12)
-    torch.testing.assert_close(actual, expected, rtol=rtol, atol=rtol * scale)
 
 
 def daam_flow(model, images, target, token, forward_args=()):

@@ -8,11 +8,7 @@ from hypothesis import strategies as st
 from captum_daam import DAAM
 from families import FAMILIES, NUM_CLASSES, attention_modules, build, token_index
 from reference import reference_daam
-
-
-def assert_close_scaled(actual, expected, rtol=1e-7):
-    scale = expected.abs().max().clamp(min=1e-12)
-    torch.testing.assert_close(actual, expected, rtol=rtol, atol=rtol * scale)
+from assertions import assert_close_scaled
 
 
 @st.composite

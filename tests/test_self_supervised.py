@@ -14,13 +14,9 @@ from captum_daam import DAAM, MemoryBank, SelfSupervisedDAAM, SelfSupervisedFlow
 from captum_daam.self_supervised import importance_weights, knn_vote
 from families import FAMILIES, attention_modules, build
 from ssl_reference import reference_ssl_daam
+from assertions import assert_close_scaled
 
 SSL_FAMILIES = ("dino", "dinov2", "vit_registers")
-
-
-def assert_close_scaled(actual, expected, rtol=1e-7):
-    scale = expected.abs().max().clamp(min=1e-12)
-    torch.testing.assert_close(actual, expected, rtol=rtol, atol=rtol * scale)
 
 
 def random_bank(size, dim, num_classes, seed, dtype=torch.float64):

@@ -149,6 +149,26 @@ class ModelAdapter(ABC):
         """Readout tokens that can be explained, by name, e.g. ``{"cls": 0, "dist": 1}``.
         The first entry is the default; empty for models without one (Swin, GAP ViTs)."""
 
+    def readout_token_index(self, token: Optional[str] = None) -> int:
+        """Index of the readout token named ``token`` (``None``: the default one).
+
+        Raises ``ValueError`` naming the choices for an unknown name, and for a model
+        without readout tokens.
+        """
+        tokens = self.readout_tokens
+        if not tokens:
+            raise ValueError(
+                f"{type(self.model).__name__} has no readout token (it pools over tokens)"
+            )
+        if token is None:
+            return next(iter(tokens.values()))
+        if token not in tokens:
+            raise ValueError(
+                f"token {token!r} is not a readout token of this model; choose one of "
+                f"{sorted(tokens)}"
+            )
+        return tokens[token]
+
     @property
     def readout_refusal(self) -> Optional[str]:
         """Why the readout (class-token) mode does not explain this model's prediction,

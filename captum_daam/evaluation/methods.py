@@ -274,18 +274,6 @@ def _check_targets(targets: object, images: Tensor, adapter: ModelAdapter) -> Te
     return checked
 
 
-def _token_row(adapter: ModelAdapter, token: Optional[str]) -> int:
-    tokens = adapter.readout_tokens
-    if token is None:
-        return next(iter(tokens.values()))
-    if token not in tokens:
-        raise ValueError(
-            f"token {token!r} is not a readout token of this model; choose one of "
-            f"{sorted(tokens)}"
-        )
-    return tokens[token]
-
-
 def _logits(model: nn.Module, adapter: ModelAdapter) -> Callable[[Tensor], Tensor]:
     def forward(images: Tensor) -> Tensor:
         return adapter.logits(model(images))  # type: ignore[return-value]
@@ -344,7 +332,7 @@ def _uniform(model: nn.Module, adapter: ModelAdapter, name: str) -> _Run:
 def _raw_attention(
     model: nn.Module, adapter: ModelAdapter, name: str, *, token: Optional[str] = None
 ) -> _Run:
-    row = _token_row(adapter, token)
+    row = adapter.readout_token_index(token)
     last = list(adapter.sites)[-1:]
 
     def run(images: Tensor, targets: Tensor, grid: Tuple[int, int]) -> Tensor:
@@ -374,7 +362,7 @@ def _attention_gradients(
         return logits(batch).gather(1, targets[:, None]).squeeze(1)
 
     device_ids = getattr(model, "device_ids", None)
-    with record_attention(sites, _token_row(adapter, None)) as recorder:
+    with record_attention(sites, adapter.readout_token_index()) as recorder:
         grads, _ = compute_layer_gradients_and_eval(
             score, [site.z_module for site in sites], (images,),
             device_ids=device_ids, attribute_to_layer_input=True,
@@ -393,7 +381,7 @@ def _attention_gradients(
 def _chefer(
     model: nn.Module, adapter: ModelAdapter, name: str, *, token: Optional[str] = None
 ) -> _Run:
-    row = _token_row(adapter, token)
+    row = adapter.readout_token_index(token)
 
     def run(images: Tensor, targets: Tensor, grid: Tuple[int, int]) -> Tensor:
         # One forward without gradients for the attention matrices (shared with
