@@ -1,0 +1,173 @@
+"""Time and peak memory of every evaluation method against a plain forward+backward.
+
+    python benchmarks/speed.py                                   # batch 1 and 32, CPU
+    CAPTUM_DAAM_DATA=../shared/data python benchmarks/speed.py   # the real DeiT-Tiny
+    python benchmarks/speed.py --batch-sizes 1 4 --repeats 2 --methods daam chefer
+    python benchmarks/speed.py --device cuda
+
+The model is DeiT-Tiny: the real weights from ``CAPTUM_DAAM_DATA`` (through
+``benchmarks/localization_deit_tiny.py:load_deit_tiny``) when the variable is set, else
+a randomly initialised ``deit_tiny_patch16_224`` (speed does not depend on the weights).
+Every method of ``captum_daam.evaluation.methods.available_methods()`` explains the
+predicted classes of the same random 224x224 batch, each ``(batch, method)`` in its own
+subprocess so that peak memory is clean, with the machinery of
+``benchmarks/overhead.py``: the median of ``--repeats`` timed runs after a warm-up, and
+peak memory as the increase of the resident set (CPU; glibc returns freed blocks at
+once) or of ``torch.cuda.max_memory_allocated`` (CUDA) over what the process held before
+the call. ``forward_backward`` is ``model(x)[range, pred].sum().backward()``, the
+reference point of the ratios, measured in the same run.
+
+Costs to expect: ``scorecam`` runs one forward per channel of ``norm1`` (192 for
+DeiT-Tiny) per image and holds all masked copies of the batch at once (the grad-cam
+package's implementation: about 3.7 GB of inputs at batch 32);
+``integrated_gradients`` runs 50 forward+backward passes of the batch.
+
+Output: a Markdown table, ms per image, peak MB, and both as ratios to
+``forward_backward``. A method that fails prints its error in the row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from overhead import _status_bytes
+
+REFERENCE = "forward_backward"
+
+
+def _load_model(device: str):
+    import timm
+
+    data = os.environ.get("CAPTUM_DAAM_DATA")
+    if data:
+        from localization_deit_tiny import load_deit_tiny
+
+        model, source = load_deit_tiny(Path(data)), f"DeiT-Tiny weights from {data}"
+    else:
+        model = timm.create_model("deit_tiny_patch16_224", pretrained=False).eval()
+        source = "random deit_tiny_patch16_224 (CAPTUM_DAAM_DATA unset)"
+    return model.to(device), source
+
+
+def _time_and_peak(run, device: str, repeats: int) -> dict:
+    """Median seconds of ``repeats`` runs after a warm-up, then the peak memory of one
+    more run above what the process held before it (as ``overhead._measure``)."""
+    import torch
+
+    def sync():
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    run()
+    sync()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        sync()
+        times.append(time.perf_counter() - start)
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        run()
+        sync()
+        peak = torch.cuda.max_memory_allocated() - base
+    else:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        base = _status_bytes("VmRSS")
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")  # reset the peak resident set size
+        run()
+        peak = _status_bytes("VmHWM") - base
+    return {"seconds": statistics.median(times), "peak_bytes": peak}
+
+
+def _child(args: argparse.Namespace) -> None:
+    import torch
+
+    from captum_daam.evaluation.methods import make_explainer
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    model, source = _load_model(args.device)
+    images = torch.randn(args.batch, 3, 224, 224, device=args.device)
+    with torch.no_grad():
+        predicted = model(images).argmax(1)
+    if args.method == REFERENCE:
+        def run():
+            model(images).gather(1, predicted[:, None]).sum().backward()
+            model.zero_grad(set_to_none=True)
+    else:
+        explain = make_explainer(args.method, model)
+
+        def run():
+            explain(images, predicted)
+    result = _time_and_peak(run, args.device, args.repeats)
+    print(json.dumps({**result, "source": source}))
+
+
+def _measure(args: argparse.Namespace, batch: int, method: str) -> dict:
+    command = [sys.executable, __file__, "--child", "--batch", str(batch), "--method",
+               method, "--device", args.device, "--repeats", str(args.repeats),
+               "--threads", str(args.threads)]
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        lines = (done.stderr or done.stdout).strip().splitlines() or [f"exit {done.returncode}"]
+        return {"error": lines[-1][:120]}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 32])
+    parser.add_argument("--methods", nargs="+", default=None,
+                        help="default: every method of available_methods()")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--batch", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--method", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        _child(args)
+        return
+
+    from captum_daam.evaluation.methods import METHODS, available_methods
+
+    methods = args.methods or list(available_methods())
+    unknown = sorted(set(methods) - set(METHODS) - {REFERENCE})
+    if unknown:
+        parser.error(f"unknown methods {unknown}; choose from {', '.join(METHODS)}")
+    print(f"device={args.device} threads={args.threads} repeats={args.repeats}")
+    print("| batch | method | ms / image | peak MB | time ratio | memory ratio |")
+    print("|---|---|---|---|---|---|")
+    for batch in args.batch_sizes:
+        base = _measure(args, batch, REFERENCE)
+        if "error" in base:
+            print(f"| {batch} | {REFERENCE} | failed: {base['error']} | | | |", flush=True)
+            continue
+        for method in [REFERENCE] + [m for m in methods if m != REFERENCE]:
+            result = base if method == REFERENCE else _measure(args, batch, method)
+            if "error" in result:
+                print(f"| {batch} | {method} | failed: {result['error']} | | | |", flush=True)
+                continue
+            print(f"| {batch} | {method} | {result['seconds'] * 1e3 / batch:.1f} | "
+                  f"{result['peak_bytes'] / 2**20:.1f} | "
+                  f"{result['seconds'] / base['seconds']:.2f} | "
+                  f"{result['peak_bytes'] / max(base['peak_bytes'], 1):.2f} |", flush=True)
+    print(f"\nmodel: {base.get('source', '?')}")
+
+
+if __name__ == "__main__":
+    main()
