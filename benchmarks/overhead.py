@@ -38,6 +38,42 @@ def _status_bytes(key: str) -> int:
         return int(re.search(rf"{key}:\s+(\d+) kB", handle.read()).group(1)) * 1024
 
 
+def time_and_peak(run, device: str, repeats: int) -> dict:
+    """Median seconds of ``repeats`` calls of ``run`` after a warm-up, then the peak
+    memory of one more call above what the process held before it (CUDA allocator
+    peak, or the resident-set high-water mark on CPU)."""
+    import torch
+
+    def sync():
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    run()
+    sync()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        sync()
+        times.append(time.perf_counter() - start)
+
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        run()
+        sync()
+        peak = torch.cuda.max_memory_allocated() - base
+    else:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        base = _status_bytes("VmRSS")
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")  # reset the peak resident set size
+        run()
+        peak = _status_bytes("VmHWM") - base
+    return {"seconds": statistics.median(times), "peak_bytes": peak}
+
+
 def _measure(model_name: str, batch: int, method: str, device: str, repeats: int) -> dict:
     import timm
     import torch
@@ -71,34 +107,7 @@ def _measure(model_name: str, batch: int, method: str, device: str, repeats: int
         def run():
             saliency.attribute(images, target=predicted)
 
-    def sync():
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-
-    run()
-    sync()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        sync()
-        times.append(time.perf_counter() - start)
-
-    if device.startswith("cuda"):
-        torch.cuda.empty_cache()
-        base = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
-        run()
-        sync()
-        peak = torch.cuda.max_memory_allocated() - base
-    else:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-        base = _status_bytes("VmRSS")
-        with open("/proc/self/clear_refs", "w") as handle:
-            handle.write("5")  # reset the peak resident set size
-        run()
-        peak = _status_bytes("VmHWM") - base
-    return {"seconds": statistics.median(times), "peak_bytes": peak}
+    return time_and_peak(run, device, repeats)
 
 
 def _child(args: argparse.Namespace) -> None:

@@ -29,16 +29,13 @@ Output: a Markdown table, ms per image, peak MB, and both as ratios to
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import os
-import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-from overhead import _status_bytes
+from overhead import time_and_peak
 
 REFERENCE = "forward_backward"
 
@@ -55,40 +52,6 @@ def _load_model(device: str):
         model = timm.create_model("deit_tiny_patch16_224", pretrained=False).eval()
         source = "random deit_tiny_patch16_224 (CAPTUM_DAAM_DATA unset)"
     return model.to(device), source
-
-
-def _time_and_peak(run, device: str, repeats: int) -> dict:
-    """Median seconds of ``repeats`` runs after a warm-up, then the peak memory of one
-    more run above what the process held before it (as ``overhead._measure``)."""
-    import torch
-
-    def sync():
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-
-    run()
-    sync()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        sync()
-        times.append(time.perf_counter() - start)
-    if device.startswith("cuda"):
-        torch.cuda.empty_cache()
-        base = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
-        run()
-        sync()
-        peak = torch.cuda.max_memory_allocated() - base
-    else:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-        base = _status_bytes("VmRSS")
-        with open("/proc/self/clear_refs", "w") as handle:
-            handle.write("5")  # reset the peak resident set size
-        run()
-        peak = _status_bytes("VmHWM") - base
-    return {"seconds": statistics.median(times), "peak_bytes": peak}
 
 
 def _child(args: argparse.Namespace) -> None:
@@ -111,7 +74,7 @@ def _child(args: argparse.Namespace) -> None:
 
         def run():
             explain(images, predicted)
-    result = _time_and_peak(run, args.device, args.repeats)
+    result = time_and_peak(run, args.device, args.repeats)
     print(json.dumps({**result, "source": source}))
 
 
