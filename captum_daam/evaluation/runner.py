@@ -209,16 +209,16 @@ def evaluate(
         images, labels, boxes, ids = collate_boxes(items)
         paths = {name: [cache / name / _cache_name(i) for i in ids] for name in explainers}
         curves = [chunk[k] in faithful for k in range(len(ids))]
-        todo = {name: [k for k, p in enumerate(paths[name]) if not _complete(p, curves[k])]
+        cached = {name: [_cached(p, curves[k]) for k, p in enumerate(paths[name])]
+                  for name in explainers}
+        todo = {name: [k for k, r in enumerate(cached[name]) if r is None]
                 for name in explainers}
         predicted: Optional[Tensor] = None
         if any(todo.values()):
             with torch.no_grad():
                 predicted = model(images).argmax(dim=-1).cpu()
         for name, explain in explainers.items():
-            for k in range(len(ids)):
-                if k not in todo[name]:
-                    records.append(json.loads(paths[name][k].read_text()))
+            records.extend(r for r in cached[name] if r is not None)
             if todo[name]:
                 assert predicted is not None
                 if name not in warmed:
@@ -238,11 +238,12 @@ def evaluate(
     return sorted(records, key=lambda r: (list(explainers).index(r["method"]), r["id"]))
 
 
-def _complete(path: Path, needs_curves: bool) -> bool:
-    """Whether the cached record at ``path`` exists with everything asked for."""
+def _cached(path: Path, needs_curves: bool) -> Optional[Record]:
+    """The cached record at ``path`` if it exists with everything asked for."""
     if not path.exists():
-        return False
-    return not needs_curves or "deletion" in json.loads(path.read_text())
+        return None
+    record = json.loads(path.read_text())
+    return record if not needs_curves or "deletion" in record else None
 
 
 def _measure(
