@@ -431,7 +431,7 @@ def evaluate_command(args: argparse.Namespace) -> Dict[str, object]:
         records = evaluate(model, data, methods, cache, target=args.target,
                            method_options=options,
                            batch_size=args.batch_size, faithfulness=not args.no_faithfulness,
-                           deletion_steps=args.steps, indices=tuning + evaluation,
+                           deletion_steps=args.steps, indices=_interleave(tuning, evaluation),
                            faithfulness_indices=evaluation[: args.faithfulness_images])
     except (ImportError, ValueError) as error:
         raise UserError(str(error)) from None
@@ -467,6 +467,14 @@ def evaluate_command(args: argparse.Namespace) -> Dict[str, object]:
     if distributed:
         dist.barrier()
     return result
+
+
+def _interleave(first: List[int], second: List[int]) -> List[int]:
+    """``first[0], second[0], first[1], ...``: both splits grow together, so an
+    interrupted run still has images to tune tau on and images to report on."""
+    out = [i for pair in zip(first, second) for i in pair]
+    shorter = min(len(first), len(second))
+    return out + first[shorter:] + second[shorter:]
 
 
 def _item_id(dataset: object, index: int) -> str:

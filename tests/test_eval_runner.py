@@ -187,3 +187,11 @@ def test_two_processes_shard_and_gather(tmp_path):
 
 if __name__ == "__main__":
     _worker(Path(sys.argv[1]))
+
+
+def test_cli_interleaves_tuning_and_evaluation_images():
+    from captum_daam.cli import _interleave
+
+    assert _interleave([0, 2, 4], [1, 3, 5]) == [0, 1, 2, 3, 4, 5]
+    assert _interleave([0, 1, 2], [3]) == [0, 3, 1, 2]
+    assert _interleave([], [7, 8]) == [7, 8]
