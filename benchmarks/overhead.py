@@ -39,10 +39,15 @@ def _status_bytes(key: str) -> int:
 
 
 def time_and_peak(run, device: str, repeats: int) -> dict:
-    """Median seconds of ``repeats`` calls of ``run`` after a warm-up, then the peak
-    memory of one more call above what the process held before it (CUDA allocator
-    peak, or the resident-set high-water mark on CPU)."""
+    """Median seconds of ``repeats`` calls of ``run`` after a warm-up, and the peak
+    memory of the last timed call above what the process held before it (CUDA
+    allocator peak, or the resident-set high-water mark on CPU). Measuring memory in a
+    timed call rather than an extra one matters for the slow methods (ScoreCAM at batch
+    32 takes minutes per call)."""
     import torch
+
+    if repeats < 1:
+        raise ValueError(f"repeats must be at least 1, got {repeats}")
 
     def sync():
         if device.startswith("cuda"):
@@ -51,26 +56,25 @@ def time_and_peak(run, device: str, repeats: int) -> dict:
     run()
     sync()
     times = []
-    for _ in range(repeats):
+    peak = 0
+    for repeat in range(repeats):
+        last = repeat == repeats - 1
+        if last and device.startswith("cuda"):
+            torch.cuda.empty_cache()
+            base = torch.cuda.memory_allocated()
+            torch.cuda.reset_peak_memory_stats()
+        elif last:
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+            base = _status_bytes("VmRSS")
+            with open("/proc/self/clear_refs", "w") as handle:
+                handle.write("5")  # reset the peak resident set size
         start = time.perf_counter()
         run()
         sync()
         times.append(time.perf_counter() - start)
-
-    if device.startswith("cuda"):
-        torch.cuda.empty_cache()
-        base = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
-        run()
-        sync()
-        peak = torch.cuda.max_memory_allocated() - base
-    else:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-        base = _status_bytes("VmRSS")
-        with open("/proc/self/clear_refs", "w") as handle:
-            handle.write("5")  # reset the peak resident set size
-        run()
-        peak = _status_bytes("VmHWM") - base
+        if last:
+            peak = (torch.cuda.max_memory_allocated() if device.startswith("cuda")
+                    else _status_bytes("VmHWM")) - base
     return {"seconds": statistics.median(times), "peak_bytes": peak}
 
 

@@ -11,8 +11,9 @@ a randomly initialised ``deit_tiny_patch16_224`` (speed does not depend on the w
 Every method of ``captum_daam.evaluation.methods.available_methods()`` explains the
 predicted classes of the same random 224x224 batch, each ``(batch, method)`` in its own
 subprocess so that peak memory is clean, with the machinery of
-``benchmarks/overhead.py``: the median of ``--repeats`` timed runs after a warm-up, and
-peak memory as the increase of the resident set (CPU; glibc returns freed blocks at
+``benchmarks/overhead.py``: the median of ``--repeats`` timed runs after a warm-up (by
+default 3 below batch 16 and 1 above), and peak memory, in the last timed run, as the
+increase of the resident set (CPU; glibc returns freed blocks at
 once) or of ``torch.cuda.max_memory_allocated`` (CUDA) over what the process held before
 the call. ``forward_backward`` is ``model(x)[range, pred].sum().backward()``, the
 reference point of the ratios, measured in the same run.
@@ -78,9 +79,9 @@ def _child(args: argparse.Namespace) -> None:
     print(json.dumps({**result, "source": source}))
 
 
-def _measure(args: argparse.Namespace, batch: int, method: str) -> dict:
+def _measure(args: argparse.Namespace, batch: int, method: str, repeats: int) -> dict:
     command = [sys.executable, __file__, "--child", "--batch", str(batch), "--method",
-               method, "--device", args.device, "--repeats", str(args.repeats),
+               method, "--device", args.device, "--repeats", str(repeats),
                "--threads", str(args.threads)]
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
     done = subprocess.run(command, env=env, capture_output=True, text=True)
@@ -95,7 +96,10 @@ def main() -> None:
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 32])
     parser.add_argument("--methods", nargs="+", default=None,
                         help="default: every method of available_methods()")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", nargs="+", type=int, default=None,
+                        help="timed calls per measurement, one value for every batch size "
+                             "or one per --batch-sizes entry (default: 3 below batch 16, "
+                             "else 1: ScoreCAM at batch 32 takes minutes per call)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -103,8 +107,16 @@ def main() -> None:
     parser.add_argument("--method", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
+        args.repeats = args.repeats[0]
         _child(args)
         return
+    if args.repeats is None:
+        args.repeats = [3 if batch < 16 else 1 for batch in args.batch_sizes]
+    if len(args.repeats) not in (1, len(args.batch_sizes)):
+        parser.error(f"--repeats takes one value or one per batch size "
+                     f"({len(args.batch_sizes)}), got {len(args.repeats)}")
+    repeats = dict(zip(args.batch_sizes, args.repeats * len(args.batch_sizes)
+                       if len(args.repeats) == 1 else args.repeats))
 
     from captum_daam.evaluation.methods import METHODS, available_methods
 
@@ -112,16 +124,17 @@ def main() -> None:
     unknown = sorted(set(methods) - set(METHODS) - {REFERENCE})
     if unknown:
         parser.error(f"unknown methods {unknown}; choose from {', '.join(METHODS)}")
-    print(f"device={args.device} threads={args.threads} repeats={args.repeats}")
+    print(f"device={args.device} threads={args.threads} repeats per batch size={repeats}")
     print("| batch | method | ms / image | peak MB | time ratio | memory ratio |")
     print("|---|---|---|---|---|---|")
     for batch in args.batch_sizes:
-        base = _measure(args, batch, REFERENCE)
+        base = _measure(args, batch, REFERENCE, repeats[batch])
         if "error" in base:
             print(f"| {batch} | {REFERENCE} | failed: {base['error']} | | | |", flush=True)
             continue
         for method in [REFERENCE] + [m for m in methods if m != REFERENCE]:
-            result = base if method == REFERENCE else _measure(args, batch, method)
+            result = base if method == REFERENCE else _measure(args, batch, method,
+                                                               repeats[batch])
             if "error" in result:
                 print(f"| {batch} | {method} | failed: {result['error']} | | | |", flush=True)
                 continue
