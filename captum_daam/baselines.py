@@ -16,7 +16,7 @@ Architecture knowledge (prefix tokens, patch grid) comes from the model's adapte
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, List, Optional, Tuple, Union
 
 import torch
 from captum._utils.common import (
@@ -29,10 +29,10 @@ from captum.attr._utils.attribution import GradientAttribution, LayerAttribution
 from captum.log import log_usage
 from torch import Tensor, nn
 
-from ._core.decomposition import compute_dtype
+from ._core.flow import attention_matrices
 from ._core.inputs import check_images
 from ._core.targets import target_tensor
-from .adapters import TimmVisionTransformerAdapter, get_adapter, unwrap_model
+from .adapters import get_adapter, unwrap_model
 from .errors import UnsupportedModelError
 
 Inputs = Union[Tensor, Tuple[Tensor, ...]]
@@ -237,43 +237,16 @@ class ViTLayerGradCam(LayerAttribution, GradientAttribution):
 def _attention_matrices(
     model: nn.Module, inputs: Tuple[Tensor, ...], extra: Tuple[Any, ...]
 ) -> List[Tensor]:
-    """Every block's post-softmax attention (N, heads, T, T), recomputed from ``qkv``."""
+    """Every block's post-softmax attention (N, heads, T, T), from the adapter's
+    all-queries hooks (see :func:`captum_daam._core.flow.attention_matrices`)."""
     adapter = get_adapter(model)
-    if not isinstance(adapter, TimmVisionTransformerAdapter):
-        raise UnsupportedModelError(
-            f"attention rollout is implemented here for timm VisionTransformer models "
-            f"only, not {type(adapter.model).__name__}"
-        )
-    found: List[Tensor] = []
-    handles = []
-
-    def check_mask(module: nn.Module, args: Tuple[Any, ...], kwargs: Dict[str, Any]):
-        mask = kwargs.get("attn_mask", args[1] if len(args) > 1 else None)
-        causal = kwargs.get("is_causal", args[2] if len(args) > 2 else False)
-        if mask is not None or causal:
-            raise UnsupportedModelError("attention rollout needs unmasked attention")
-
-    def capture(module: nn.Module, args: Tuple[Any, ...], qkv: Tensor) -> None:
-        attn = owners[id(module)]
-        batch, tokens, _ = qkv.shape
-        qkv = qkv.detach().reshape(batch, tokens, 3, attn.num_heads, attn.head_dim)
-        q = attn.q_norm(qkv[:, :, 0].transpose(1, 2))
-        k = attn.k_norm(qkv[:, :, 1].transpose(1, 2))
-        dtype = compute_dtype(qkv.dtype)
-        logits = torch.matmul(q.to(dtype), k.to(dtype).transpose(-2, -1)) * attn.scale
-        found.append(logits.softmax(dim=-1))
-
-    owners = {id(site.module.qkv): site.module for site in adapter.sites}
+    refusal = adapter.all_queries_refusal
+    if refusal is not None:
+        raise UnsupportedModelError(f"attention rollout needs every block's attention: {refusal}")
     try:
-        for site in adapter.sites:
-            handles.append(site.module.register_forward_pre_hook(check_mask, with_kwargs=True))
-            handles.append(site.module.qkv.register_forward_hook(capture))
-        with torch.no_grad():
-            model(*inputs, *extra)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return found
+        return attention_matrices(model, list(adapter.sites), inputs, extra)
+    except ValueError as error:
+        raise UnsupportedModelError(f"attention rollout: {error}") from None
 
 
 def attention_rollout(
@@ -291,9 +264,10 @@ def attention_rollout(
     and the blocks are multiplied from the input side, ``R = Â_B … Â_1``. The map is the
     readout token's row of ``R`` over the patch tokens. It is class-agnostic.
 
-    The attention is recomputed from each block's own ``qkv`` output (q/k-norm applied),
-    so timm's fused attention stays on. Implemented for timm ``VisionTransformer``
-    models with unmasked attention.
+    The attention is recomputed from the queries and keys each block computed (q/k-norm
+    and any attention mask applied), so timm's fused attention stays on. Implemented
+    for the models whose adapter has the all-queries hooks and a readout token (timm
+    ``VisionTransformer`` and its subclasses; docs/models.md).
 
     Args:
         model: A timm ``VisionTransformer`` (eval mode).

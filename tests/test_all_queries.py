@@ -134,3 +134,14 @@ def test_layer_subset_on_swin_is_that_block_of_the_full_run():
     index = full.layer_names.index("layers.1.blocks.0.attn")
     assert_close_scaled(subset.block_maps[:, 0], full.block_maps[:, index])
     assert subset.block_maps.shape == (1, 1, 8, 8)
+
+
+def test_attention_matrices_refuse_windowed_attention_and_leave_no_hooks():
+    from captum_daam._core.flow import attention_matrices
+
+    model = build("swin")
+    state = snapshot(model)
+    sites = list(get_adapter(model).sites)
+    with pytest.raises(ValueError, match="separate windows"):
+        attention_matrices(model, sites, (torch.randn(1, 3, 32, 32, dtype=torch.float64),))
+    assert_unchanged(model, state)

@@ -131,6 +131,25 @@ def token_relevance(a0: Tensor, v: Tensor, weights: Tensor) -> Tensor:
     return (a0.to(dtype) * value_scores).sum(dim=1)
 
 
+def full_attention(q: Tensor, k: Tensor, scale: float, bias: Optional[Tensor]) -> Tensor:
+    """Post-softmax attention of every query, ``softmax(scale * q k^T + bias)``.
+
+    Args:
+        q, k: (..., tokens, head_dim), e.g. (batch, groups, heads, tokens, head_dim) as a
+            :class:`~captum_daam.adapters.base.QueryAttention` holds them.
+        scale: Logit scale.
+        bias: Additive logit bias broadcastable to the logits, or ``None``.
+
+    Returns:
+        (..., queries, keys) in :func:`compute_dtype`, rows summing to one.
+    """
+    dtype = compute_dtype(q.dtype)
+    logits = torch.matmul(q.to(dtype), k.to(dtype).transpose(-2, -1)) * scale
+    if bias is not None:
+        logits = logits + bias.to(dtype)
+    return logits.softmax(dim=-1)
+
+
 def all_queries_relevance(
     q: Tensor,
     k: Tensor,
@@ -159,10 +178,6 @@ def all_queries_relevance(
         tokens to ``sum_i weights[i] . Z[i]`` (completeness).
     """
     dtype = compute_dtype(v.dtype)
-    logits = torch.matmul(q.to(dtype), k.to(dtype).transpose(-2, -1)) * scale
-    if bias is not None:
-        logits = logits + bias.to(dtype)
-    attention = logits.softmax(dim=-1)  # (batch, groups, heads, queries, keys)
-    del logits
+    attention = full_attention(q, k, scale, bias)  # (batch, groups, heads, queries, keys)
     pulled = torch.matmul(attention.transpose(-2, -1), weights.to(dtype))
     return (pulled * v.to(dtype)).sum(dim=(-1, 2))

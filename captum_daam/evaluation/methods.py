@@ -39,18 +39,17 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 import numpy as np
 import torch
 from captum.attr import IntegratedGradients
-from captum._utils.common import _sort_key_list
-from captum._utils.gradient import compute_layer_gradients_and_eval
 from torch import Tensor, nn
 
 from .._core.capture import record_attention
-from .._core.decomposition import compute_dtype
+from .._core.decomposition import full_attention
+from .._core.flow import site_gradients
 from .._core.inputs import check_images
 from .._core.targets import target_tensor
 from ..adapters import get_adapter, unwrap_model
 from ..adapters.base import ModelAdapter
 from ..attr import DAAM
-from ..baselines import _attention_matrices, attention_rollout, tokens_to_grid
+from ..baselines import attention_rollout, tokens_to_grid
 from ..errors import UnsupportedModelError
 
 #: ``explain(images (N, C, H, W), targets (N,) long) -> maps (N, h, w)``, float32, CPU.
@@ -345,36 +344,37 @@ def _raw_attention(
     return run
 
 
-def _attention_gradients(
+def _attention_and_gradients(
     model: nn.Module, adapter: ModelAdapter, images: Tensor, targets: Tensor
-) -> List[Tensor]:
-    """``∇A_b = d score / d A_b`` of every block, (N, heads, T, T), in one backward pass.
+) -> List[Tuple[Tensor, Tensor]]:
+    """``(A_b, d score / d A_b)`` of every block, (N, heads, T, T) each, from one forward
+    and one backward pass.
 
     ``Z = A V`` per head (``Z`` the input of the projection), so ``∇A[h, i, j] =
-    sum_d G[i, h, d] V[h, j, d]`` with ``G = d score / d Z``: the gradient is taken at
-    ``Z`` (Captum's ``compute_layer_gradients_and_eval``, fused attention left on) and
-    the values come from the adapter's hooks.
+    sum_d G[i, h, d] V[h, j, d]`` with ``G = d score / d Z``: DAAM's pass
+    (:func:`~captum_daam._core.flow.site_gradients`, all-queries records, fused attention
+    left on) gives ``G`` and the queries, keys and values that ``A`` is recomputed from.
     """
-    sites = list(adapter.sites)
     logits = _logits(model, adapter)
 
-    def score(batch: Tensor) -> Tensor:
-        return logits(batch).gather(1, targets[:, None]).squeeze(1)
+    def score(output: Tensor) -> Tensor:
+        return output.gather(1, targets[:, None]).squeeze(1)
 
-    device_ids = getattr(model, "device_ids", None)
-    with record_attention(sites, adapter.readout_token_index()) as recorder:
-        grads, _ = compute_layer_gradients_and_eval(
-            score, [site.z_module for site in sites], (images,),
-            device_ids=device_ids, attribute_to_layer_input=True,
-        )
-    records = recorder.gather(_sort_key_list(recorder.devices, device_ids))
-    gradients = []
-    for (_, v), (grad_z,) in zip(records, grads):
-        batch, heads, tokens, head_dim = v.shape
-        dtype = compute_dtype(v.dtype)
-        g = grad_z.to(v.device, dtype).reshape(batch, tokens, heads, head_dim)
-        gradients.append(torch.matmul(g.transpose(1, 2), v.to(dtype).transpose(-2, -1)))
-    return gradients
+    records, grads = site_gradients(logits, list(adapter.sites), (images,), score, None,
+                                    device_ids=getattr(model, "device_ids", None))
+    out = []
+    for site, record, grad_z in zip(adapter.sites, records, grads):
+        batch, groups, heads, tokens, head_dim = record.v.shape
+        if groups != 1:
+            raise UnsupportedModelError(
+                f"gradient-weighted rollout needs one attention over all tokens per block; "
+                f"{site.name} attends within {groups} separate windows"
+            )
+        attention = full_attention(record.q, record.k, record.scale, record.bias)[:, 0]
+        g = grad_z.to(record.v.device, attention.dtype).reshape(batch, tokens, heads, head_dim)
+        gradient = torch.matmul(g.transpose(1, 2), record.v[:, 0].to(attention.dtype).transpose(-2, -1))
+        out.append((attention, gradient))
+    return out
 
 
 @_register("chefer")
@@ -384,13 +384,9 @@ def _chefer(
     row = adapter.readout_token_index(token)
 
     def run(images: Tensor, targets: Tensor, grid: Tuple[int, int]) -> Tensor:
-        # One forward without gradients for the attention matrices (shared with
-        # rollout), one forward+backward for their gradients.
-        attentions = _attention_matrices(model, (images,), ())
-        gradients = _attention_gradients(model, adapter, images, targets)
         relevance: Optional[Tensor] = None
-        for attention, gradient in zip(attentions, gradients):
-            fused = (gradient * attention.to(gradient.dtype)).clamp(min=0).mean(dim=1)
+        for attention, gradient in _attention_and_gradients(model, adapter, images, targets):
+            fused = (gradient * attention).clamp(min=0).mean(dim=1)
             if relevance is None:
                 relevance = torch.eye(fused.shape[-1], dtype=fused.dtype,
                                       device=fused.device).expand_as(fused)
