@@ -386,7 +386,12 @@ def evaluate_command(args: argparse.Namespace) -> Dict[str, object]:
     in ``--out``. Runs sharded under ``torchrun`` (gloo on CPU, nccl on GPUs)."""
     import torch.distributed as dist
 
-    from .evaluation import randomization_test, sanity_figure, sanity_table_markdown
+    from .evaluation import (
+        randomization_test,
+        sanity_comparison_figure,
+        sanity_figure,
+        sanity_table_markdown,
+    )
     from .evaluation.methods import METHODS, available_methods, make_explainer
     from .evaluation.runner import evaluate, summarize, write_report
 
@@ -462,6 +467,7 @@ def evaluate_command(args: argparse.Namespace) -> Dict[str, object]:
             result.setdefault("sanity", []).extend(rows)  # type: ignore[union-attr]
         if lines:
             (out / "sanity.md").write_text("\n".join(lines))
+            sanity_comparison_figure(result["sanity"], out / "sanity_spearman.png")  # type: ignore[arg-type]
     if rank == 0:
         (out / "evaluation.json").write_text(json.dumps(result, indent=1, default=float))
     if distributed:

@@ -146,6 +146,7 @@ def test_evaluate_command_end_to_end(tmp_path):
     assert set(table) == {"daam", "uniform"} and table["daam"]["num_images"] == 2
     assert table["daam"]["num_tuning_images"] == 2
     assert (out / "sanity_daam.png").exists() and "cascading" in (out / "sanity.md").read_text()
+    assert (out / "sanity_spearman.png").exists()
     assert main(["evaluate", "--methods", "nonsense", "--out", str(tmp_path / "x")]) == 2
 
 

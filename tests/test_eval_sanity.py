@@ -18,6 +18,7 @@ from captum_daam.evaluation import (
     randomization_layers,
     randomization_test,
     randomize_layer,
+    sanity_comparison_figure,
     sanity_figure,
     sanity_table_markdown,
     spearman,
@@ -182,6 +183,30 @@ def test_table_and_figure(setup, tmp_path):
     sanity_figure(rows, path, title="DAAM")
     with Image.open(path) as image:
         assert image.size[0] > 100 and image.size[1] > 100
+
+
+def test_comparison_figure_draws_one_line_per_method(setup, tmp_path):
+    model, images, targets = setup
+    rows = []
+    for name, build in (("daam", _daam), ("edges", _edges)):
+        rows += [dict(r, method=name) for r in randomization_test(
+            model, build, images, targets, mode="cascading", layers=["head", "blocks.1"],
+            metrics=("spearman", "ssim"))]
+    figure = sanity_comparison_figure(rows, tmp_path / "cmp.png")
+    assert (tmp_path / "cmp.png").stat().st_size > 0
+    (axes,) = figure.axes
+    lines = {line.get_label(): list(line.get_ydata()) for line in axes.get_lines()
+             if not line.get_label().startswith("_")}
+    assert sorted(lines) == ["daam", "edges"]
+    expected = [r["mean"] for r in sorted(rows, key=lambda r: r["step"])
+                if r["method"] == "daam" and r["metric"] == "spearman"]
+    assert lines["daam"] == pytest.approx(expected)
+    assert lines["edges"] == pytest.approx([1.0, 1.0, 1.0])  # ignores the weights
+    with pytest.raises(ValueError, match="'method' key"):
+        sanity_comparison_figure([{k: v for k, v in r.items() if k != "method"}
+                                  for r in rows], tmp_path / "x.png")
+    with pytest.raises(ValueError, match="no rows of metric 'hog'"):
+        sanity_comparison_figure(rows, tmp_path / "x.png", metric="hog")
 
 
 def test_bad_arguments(setup):

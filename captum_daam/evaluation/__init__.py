@@ -49,6 +49,7 @@ from .sanity import (
     randomization_layers,
     randomization_test,
     randomize_layer,
+    sanity_comparison_figure,
     sanity_figure,
     sanity_table_markdown,
 )
@@ -88,6 +89,7 @@ __all__ = [
     "randomization_layers",
     "randomization_test",
     "randomize_layer",
+    "sanity_comparison_figure",
     "sanity_figure",
     "sanity_table_markdown",
     "spearman",

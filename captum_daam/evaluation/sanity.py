@@ -27,10 +27,13 @@ from __future__ import annotations
 import copy
 import math
 import os
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 from ..adapters import get_adapter, unwrap_model
 from ..display import upsample
@@ -280,47 +283,90 @@ def sanity_table_markdown(rows: Sequence[Row]) -> str:
     return "\n".join(lines)
 
 
-def sanity_figure(rows: Sequence[Row], path: Union[str, os.PathLike], title: str = "") -> None:
-    """Plot similarity against randomisation step, one panel per mode, one line per
-    metric with a ±std band, layer names on the x axis; saved to ``path`` (PNG, PDF,
-    ... by extension). Uses matplotlib's Agg canvas, never a window.
+def _similarity_panel(axes, lines: Dict[str, List[Row]], labels: Dict[int, str],
+                      title: str) -> None:
+    """One panel: a line with a ±std band per entry of ``lines`` (rows of one mode),
+    randomisation steps on the x axis named by ``labels``."""
+    for name, chosen in lines.items():
+        chosen = sorted(chosen, key=lambda r: int(r["step"]))
+        steps = [int(r["step"]) for r in chosen]
+        mean = torch.tensor([float(r["mean"]) for r in chosen])
+        std = torch.tensor([float(r["std"]) for r in chosen])
+        axes.plot(steps, mean.numpy(), marker="o", label=name)
+        axes.fill_between(steps, (mean - std).numpy(), (mean + std).numpy(), alpha=0.2)
+    axes.set_xticks(sorted(labels))
+    axes.set_xticklabels([labels[s] for s in sorted(labels)], rotation=45, ha="right", fontsize=8)
+    axes.axhline(0.0, color="grey", linewidth=0.5)
+    axes.set_ylim(-1.05, 1.05)
+    axes.set_ylabel("similarity to original")
+    axes.set_title(title, fontsize=10)
+    axes.legend(loc="lower left", fontsize=8)
 
-    Example::
 
-        >>> sanity_figure(rows_cascading + rows_independent, "sanity.png")
-    """
+def _figure(rows: Sequence[Row], path: Union[str, os.PathLike], group: str,
+            panel_title: Callable[[str], str]) -> "Figure":
+    """One panel per mode, one line per value of ``group`` (a row key)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     if not rows:
         raise ValueError("no rows to plot; run randomization_test first")
     modes = list(dict.fromkeys(str(r["mode"]) for r in rows))
-    metrics = _metric_order(rows)
     num_steps = len({int(r["step"]) for r in rows})
     figure = Figure(figsize=(max(6.4, 0.55 * num_steps), 3.4 * len(modes)))
     FigureCanvasAgg(figure)
     for panel, mode in enumerate(modes):
-        axes = figure.add_subplot(len(modes), 1, panel + 1)
-        for metric in metrics:
-            chosen = sorted(
-                (r for r in rows if r["mode"] == mode and r["metric"] == metric),
-                key=lambda r: int(r["step"]),
-            )
-            steps = [int(r["step"]) for r in chosen]
-            mean = torch.tensor([float(r["mean"]) for r in chosen])
-            std = torch.tensor([float(r["std"]) for r in chosen])
-            axes.plot(steps, mean.numpy(), marker="o", label=metric)
-            axes.fill_between(steps, (mean - std).numpy(), (mean + std).numpy(), alpha=0.2)
-        labels = {int(r["step"]): str(r["layer"]) for r in rows if r["mode"] == mode}
-        axes.set_xticks(sorted(labels))
-        axes.set_xticklabels([labels[s] for s in sorted(labels)], rotation=45, ha="right", fontsize=8)
-        axes.axhline(0.0, color="grey", linewidth=0.5)
-        axes.set_ylim(-1.05, 1.05)
-        axes.set_ylabel("similarity to original")
-        axes.set_title(f"{title + ': ' if title else ''}{mode} randomisation", fontsize=10)
-        axes.legend(loc="lower left", fontsize=8)
+        chosen = [r for r in rows if r["mode"] == mode]
+        lines: Dict[str, List[Row]] = {}
+        for row in chosen:
+            lines.setdefault(str(row[group]), []).append(row)
+        labels = {int(r["step"]): str(r["layer"]) for r in chosen}
+        _similarity_panel(figure.add_subplot(len(modes), 1, panel + 1), lines, labels,
+                          panel_title(mode))
     figure.tight_layout()
     figure.savefig(str(path), dpi=120)
+    return figure
+
+
+def sanity_figure(
+    rows: Sequence[Row], path: Union[str, os.PathLike], title: str = ""
+) -> "Figure":
+    """Plot similarity against randomisation step, one panel per mode, one line per
+    metric with a ±std band, layer names on the x axis; saved to ``path`` (PNG, PDF,
+    ... by extension) and returned (a matplotlib ``Figure``). Uses matplotlib's Agg
+    canvas, never a window.
+
+    Example::
+
+        >>> sanity_figure(rows_cascading + rows_independent, "sanity.png")
+    """
+    metrics = _metric_order(rows) if rows else []
+    ordered = sorted(rows, key=lambda r: metrics.index(r["metric"]))
+    return _figure(ordered, path, "metric",
+            lambda mode: f"{title + ': ' if title else ''}{mode} randomisation")
+
+
+def sanity_comparison_figure(
+    rows: Sequence[Row], path: Union[str, os.PathLike], metric: str = "spearman"
+) -> "Figure":
+    """Several methods side by side: ``metric`` against randomisation step, one panel
+    per mode, one line per method (rows carry a ``"method"`` key, as
+    ``captum-daam evaluate --sanity`` writes them); saved to ``path`` and returned. A
+    method that depends on the weights falls towards 0; one that does not (the uniform
+    map) stays at 1.
+
+    Example::
+
+        >>> for name in ("daam", "gradcam"):
+        ...     rows += [dict(r, method=name) for r in randomization_test(...)]
+        >>> sanity_comparison_figure(rows, "sanity_spearman.png")
+    """
+    if any("method" not in r for r in rows):
+        raise ValueError("every row needs a 'method' key to compare methods")
+    chosen = [r for r in rows if r["metric"] == metric]
+    if rows and not chosen:
+        raise ValueError(f"no rows of metric {metric!r}; have {_metric_order(rows)}")
+    return _figure(chosen, path, "method", lambda mode: f"{metric}, {mode} randomisation")
 
 
 __all__ = [
@@ -328,6 +374,7 @@ __all__ = [
     "randomization_layers",
     "randomization_test",
     "randomize_layer",
+    "sanity_comparison_figure",
     "sanity_figure",
     "sanity_table_markdown",
 ]
