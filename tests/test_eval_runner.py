@@ -159,6 +159,14 @@ def test_the_registry_methods_run_through_the_harness(tmp_path):
                  method_options={"gradcam": {}}, progress=False)
 
 
+def test_cli_interleaves_tuning_and_evaluation_images():
+    from captum_daam.cli import _interleave
+
+    assert _interleave([0, 2, 4], [1, 3, 5]) == [0, 1, 2, 3, 4, 5]
+    assert _interleave([0, 1, 2], [3]) == [0, 3, 1, 2]
+    assert _interleave([], [7, 8]) == [7, 8]
+
+
 # ----------------------------------------------------------------------------- torchrun
 def _worker(out: Path) -> None:
     import torch.distributed as dist
@@ -186,13 +194,26 @@ def test_two_processes_shard_and_gather(tmp_path):
     assert len(single) == 14
 
 
+def test_evaluate_command_under_torchrun_equals_one_process(tmp_path):
+    from captum_daam.cli import main
+
+    args = ["evaluate", "--num-images", "6", "--methods", "daam", "uniform", "--steps", "2",
+            "--device", "cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               "--nproc_per_node=2", "-m", "captum_daam.cli", *args,
+               "--out", str(tmp_path / "two")]
+    run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert main([*args, "--out", str(tmp_path / "one")]) == 0
+    tables = [json.loads((tmp_path / d / "summary.json").read_text()) for d in ("two", "one")]
+    for table in tables:
+        for row in table.values():
+            row.pop("ms_per_image")
+    assert tables[0] == tables[1]
+    # the two ranks wrote their shares of the records into the one cache
+    assert len(list((tmp_path / "two" / "cache" / "daam").glob("*.json"))) == 6
+
+
 if __name__ == "__main__":
     _worker(Path(sys.argv[1]))
-
-
-def test_cli_interleaves_tuning_and_evaluation_images():
-    from captum_daam.cli import _interleave
-
-    assert _interleave([0, 2, 4], [1, 3, 5]) == [0, 1, 2, 3, 4, 5]
-    assert _interleave([0, 1, 2], [3]) == [0, 3, 1, 2]
-    assert _interleave([], [7, 8]) == [7, 8]
