@@ -14,7 +14,14 @@ import pytest
 import timm
 import torch
 
-from captum_daam.evaluation.runner import evaluate, markdown_table, summarize, write_report
+from captum_daam.evaluation.runner import (
+    evaluate,
+    markdown_table,
+    paired_comparison,
+    paired_markdown,
+    summarize,
+    write_report,
+)
 
 SIZE, PATCH = 32, 8
 
@@ -157,6 +164,43 @@ def test_the_registry_methods_run_through_the_harness(tmp_path):
     with pytest.raises(ValueError, match="method_options for methods not evaluated"):
         evaluate(_model(), Squares(3), ["daam"], tmp_path / "x",
                  method_options={"gradcam": {}}, progress=False)
+
+
+def test_paired_comparison_by_hand(tmp_path):
+    def record(method, image, iou, energy, auc=None):
+        r = {"method": method, "id": image, "ious": [iou] * 100, "energy": energy,
+             "seconds": 0.1, "correct": True}
+        if auc is not None:
+            r.update(deletion_auc=auc, insertion_auc=1 - auc, deletion=[1, auc, 0],
+                     insertion=[0, 1 - auc, 1])
+        return r
+
+    ref = {"e0": 0.6, "e1": 0.4, "e2": 0.7, "e3": 0.5}
+    records = [record("daam", i, v, v, 0.3 if i in ("e0", "e1") else None) for i, v in ref.items()]
+    records += [record("other", i, 0.5, 0.5, 0.2 if i in ("e0", "e1") else None) for i in ref]
+    records += [record(m, "t0", 0.9, 0.5) for m in ("daam", "other")]
+    table = summarize(records, ["t0"], list(ref))
+    result = paired_comparison(records, table, list(ref))
+    assert list(result) == ["other"]
+    row = result["other"]
+    diffs = torch.tensor([0.5 - v for v in ref.values()], dtype=torch.float64)
+    half = 1.96 * float(diffs.std()) / 2
+    assert row["n"] == 4 and row["mean_iou"] == pytest.approx(-0.05)
+    assert row["mean_iou_low"] == pytest.approx(-0.05 - half)
+    assert row["mean_iou_high"] == pytest.approx(-0.05 + half)
+    assert row["box_acc"] == pytest.approx(0.25)  # e1 becomes a hit (0.4 -> 0.5)
+    assert row["energy"] == pytest.approx(-0.05)
+    assert row["n_faithfulness"] == 2 and row["deletion_auc"] == pytest.approx(-0.1)
+    assert row["deletion_auc_low"] == pytest.approx(-0.1)  # no spread: an exact interval
+    assert row["insertion_auc"] == pytest.approx(0.1)
+    text = paired_markdown(result)
+    assert text.splitlines()[0].startswith("| method - daam | images | Δ mean IoU")
+    assert "| other | 4 | -0.050 [" in text
+    with pytest.raises(ValueError, match="reference method 'chefer'"):
+        paired_comparison(records, table, list(ref), reference="chefer")
+    paths = write_report(records, table, tmp_path, list(ref))
+    assert "Paired differences to daam" in paths["markdown"].read_text()
+    assert json.loads(paths["comparison"].read_text())["other"]["n"] == 4
 
 
 def test_cli_interleaves_tuning_and_evaluation_images():
