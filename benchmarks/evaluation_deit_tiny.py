@@ -9,7 +9,8 @@ and every number reported on the odd positions ("report"); the ground-truth clas
 explained (the WSOL protocol); deletion / insertion (10 steps, blurred baseline) on the
 first ``--faithfulness-images`` report images; the randomisation sanity checks on the
 first ``--sanity`` report images. ScoreCAM (192 masked forward passes per image) runs
-separately on the first ``--scorecam-limit`` images. Records are cached in ``--cache``,
+separately, beside DAAM and the uniform map, on the first ``--scorecam-limit`` images
+(``--parts`` runs either part alone). Records are cached in ``--cache``,
 so an interrupted run resumes; tuning and report images are explained alternately, so
 a partial run can still be summarised. The defaults are the run of docs/evaluation.md:
 all 400 images (200 / 200), deletion / insertion on 64 report images, sanity checks on
@@ -27,6 +28,7 @@ from captum_daam.cli import main as cli
 
 METHODS = ["daam", "daam_all", "gradcam", "gradcam++", "xgradcam", "layercam", "eigencam",
            "rollout", "chefer", "raw_attention", "integrated_gradients", "uniform"]
+SCORECAM_RUN = ["daam", "scorecam", "uniform"]
 
 
 def main() -> int:
@@ -39,25 +41,30 @@ def main() -> int:
     parser.add_argument("--faithfulness-images", type=int, default=64)
     parser.add_argument("--sanity", type=int, default=4)
     parser.add_argument("--scorecam-limit", type=int, default=32)
-    parser.add_argument("--skip-scorecam", action="store_true")
+    parser.add_argument("--parts", nargs="+", choices=("main", "scorecam"),
+                        default=["main", "scorecam"],
+                        help="the run of every method but ScoreCAM, and/or ScoreCAM's run")
     args = parser.parse_args()
     data = Path(args.data)
     common = ["evaluate", "--dataset", "subset", "--root", str(data / "imagenet_val_subset"),
               "--model", "deit_tiny_patch16_224",
               "--weights", str(data / "deit_tiny_patch16_224" / "model.safetensors"),
               "--split", "parity", "--target", "label", "--device", "cpu",
-              "--batch-size", "16", "--steps", "10",
-              "--option", "integrated_gradients.n_steps=16"]
-    code = cli(common + ["--methods", *args.methods, "--limit", str(args.limit),
-                         "--faithfulness-images", str(args.faithfulness_images),
-                         "--sanity", str(args.sanity), "--out", args.out,
-                         "--cache", str(Path(args.cache) / "main")])
-    if code or args.skip_scorecam:
-        return code
-    return cli(common + ["--methods", "scorecam", "--limit", str(args.scorecam_limit),
-                         "--faithfulness-images", str(args.scorecam_limit // 2),
-                         "--out", args.out + "_scorecam",
-                         "--cache", str(Path(args.cache) / "scorecam")])
+              "--batch-size", "16", "--steps", "10"]
+    code = 0
+    if "main" in args.parts:
+        code = cli(common + ["--methods", *args.methods, "--limit", str(args.limit),
+                             "--option", "integrated_gradients.n_steps=16",
+                             "--faithfulness-images", str(args.faithfulness_images),
+                             "--sanity", str(args.sanity), "--out", args.out,
+                             "--cache", str(Path(args.cache) / "main")])
+    if code == 0 and "scorecam" in args.parts:
+        # DAAM and the uniform map again on ScoreCAM's images, for paired differences.
+        code = cli(common + ["--methods", *SCORECAM_RUN, "--limit", str(args.scorecam_limit),
+                             "--faithfulness-images", str(args.scorecam_limit // 2),
+                             "--out", args.out + "_scorecam",
+                             "--cache", str(Path(args.cache) / "scorecam")])
+    return code
 
 
 if __name__ == "__main__":
