@@ -284,27 +284,35 @@ def sanity_table_markdown(rows: Sequence[Row]) -> str:
 
 
 def _similarity_panel(axes, lines: Dict[str, List[Row]], labels: Dict[int, str],
-                      title: str) -> None:
-    """One panel: a line with a ±std band per entry of ``lines`` (rows of one mode),
-    randomisation steps on the x axis named by ``labels``."""
-    for name, chosen in lines.items():
+                      title: str, bands: bool = True, emphasis: Optional[str] = None) -> None:
+    """One panel: a line (with a ±std band if ``bands``) per entry of ``lines`` (rows of
+    one mode), randomisation steps on the x axis named by ``labels``. Lines with no
+    defined value (Spearman of a constant map) are listed as such in the legend."""
+    for index, (name, chosen) in enumerate(lines.items()):
         chosen = sorted(chosen, key=lambda r: int(r["step"]))
         steps = [int(r["step"]) for r in chosen]
         mean = torch.tensor([float(r["mean"]) for r in chosen])
         std = torch.tensor([float(r["std"]) for r in chosen])
-        axes.plot(steps, mean.numpy(), marker="o", label=name)
-        axes.fill_between(steps, (mean - std).numpy(), (mean + std).numpy(), alpha=0.2)
+        defined = bool(torch.isfinite(mean).any())
+        style = {"color": f"C{index % 10}", "linestyle": "-" if index < 10 else "--",
+                 "linewidth": 2.6 if name == emphasis else 1.2}
+        axes.plot(steps, mean.numpy(), marker="o", markersize=3,
+                  label=name if defined else f"{name} (undefined)", **style)
+        if bands:
+            axes.fill_between(steps, (mean - std).numpy(), (mean + std).numpy(),
+                              color=style["color"], alpha=0.2)
     axes.set_xticks(sorted(labels))
     axes.set_xticklabels([labels[s] for s in sorted(labels)], rotation=45, ha="right", fontsize=8)
     axes.axhline(0.0, color="grey", linewidth=0.5)
     axes.set_ylim(-1.05, 1.05)
     axes.set_ylabel("similarity to original")
     axes.set_title(title, fontsize=10)
-    axes.legend(loc="lower left", fontsize=8)
+    axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
 
 
 def _figure(rows: Sequence[Row], path: Union[str, os.PathLike], group: str,
-            panel_title: Callable[[str], str]) -> "Figure":
+            panel_title: Callable[[str], str], bands: bool = True,
+            emphasis: Optional[str] = None) -> "Figure":
     """One panel per mode, one line per value of ``group`` (a row key)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -313,7 +321,7 @@ def _figure(rows: Sequence[Row], path: Union[str, os.PathLike], group: str,
         raise ValueError("no rows to plot; run randomization_test first")
     modes = list(dict.fromkeys(str(r["mode"]) for r in rows))
     num_steps = len({int(r["step"]) for r in rows})
-    figure = Figure(figsize=(max(6.4, 0.55 * num_steps), 3.4 * len(modes)))
+    figure = Figure(figsize=(max(6.4, 0.55 * num_steps) + 1.8, 3.4 * len(modes)))
     FigureCanvasAgg(figure)
     for panel, mode in enumerate(modes):
         chosen = [r for r in rows if r["mode"] == mode]
@@ -322,7 +330,7 @@ def _figure(rows: Sequence[Row], path: Union[str, os.PathLike], group: str,
             lines.setdefault(str(row[group]), []).append(row)
         labels = {int(r["step"]): str(r["layer"]) for r in chosen}
         _similarity_panel(figure.add_subplot(len(modes), 1, panel + 1), lines, labels,
-                          panel_title(mode))
+                          panel_title(mode), bands, emphasis)
     figure.tight_layout()
     figure.savefig(str(path), dpi=120)
     return figure
@@ -347,13 +355,18 @@ def sanity_figure(
 
 
 def sanity_comparison_figure(
-    rows: Sequence[Row], path: Union[str, os.PathLike], metric: str = "spearman"
+    rows: Sequence[Row],
+    path: Union[str, os.PathLike],
+    metric: str = "spearman",
+    emphasis: Optional[str] = "daam",
 ) -> "Figure":
     """Several methods side by side: ``metric`` against randomisation step, one panel
     per mode, one line per method (rows carry a ``"method"`` key, as
-    ``captum-daam evaluate --sanity`` writes them); saved to ``path`` and returned. A
-    method that depends on the weights falls towards 0; one that does not (the uniform
-    map) stays at 1.
+    ``captum-daam evaluate --sanity`` writes them), the ``emphasis`` method drawn
+    thicker, means only (the per-method figures show the spread); saved to ``path`` and
+    returned. A method that depends on the weights falls towards 0; one that ignores
+    them stays at 1 (a constant map, e.g. the uniform one, has no rank correlation: its
+    legend entry says "undefined").
 
     Example::
 
@@ -366,7 +379,8 @@ def sanity_comparison_figure(
     chosen = [r for r in rows if r["metric"] == metric]
     if rows and not chosen:
         raise ValueError(f"no rows of metric {metric!r}; have {_metric_order(rows)}")
-    return _figure(chosen, path, "method", lambda mode: f"{metric}, {mode} randomisation")
+    return _figure(chosen, path, "method", lambda mode: f"{metric}, {mode} randomisation",
+                   bands=False, emphasis=emphasis)
 
 
 __all__ = [
