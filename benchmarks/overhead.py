@@ -38,12 +38,13 @@ def _status_bytes(key: str) -> int:
         return int(re.search(rf"{key}:\s+(\d+) kB", handle.read()).group(1)) * 1024
 
 
-def time_and_peak(run, device: str, repeats: int) -> dict:
-    """Median seconds of ``repeats`` calls of ``run`` after a warm-up, and the peak
-    memory of the last timed call above what the process held before it (CUDA
-    allocator peak, or the resident-set high-water mark on CPU). Measuring memory in a
-    timed call rather than an extra one matters for the slow methods (ScoreCAM at batch
-    32 takes minutes per call)."""
+def time_and_peak(run, device: str, repeats: int, warmup=None) -> dict:
+    """Median seconds of ``repeats`` calls of ``run`` after a warm-up call of ``warmup``
+    (default ``run``), and the peak memory of the last timed call above what the process
+    held before it (CUDA allocator peak, or the resident-set high-water mark on CPU).
+    Measuring memory in a timed call rather than an extra one, and warming up on a
+    smaller input, matter for the slow methods (ScoreCAM at batch 32 takes minutes per
+    call)."""
     import torch
 
     if repeats < 1:
@@ -53,7 +54,7 @@ def time_and_peak(run, device: str, repeats: int) -> dict:
         if device.startswith("cuda"):
             torch.cuda.synchronize()
 
-    run()
+    (warmup or run)()
     sync()
     times = []
     peak = 0

@@ -11,8 +11,8 @@ a randomly initialised ``deit_tiny_patch16_224`` (speed does not depend on the w
 Every method of ``captum_daam.evaluation.methods.available_methods()`` explains the
 predicted classes of the same random 224x224 batch, each ``(batch, method)`` in its own
 subprocess so that peak memory is clean, with the machinery of
-``benchmarks/overhead.py``: the median of ``--repeats`` timed runs after a warm-up (by
-default 3 below batch 16 and 1 above), and peak memory, in the last timed run, as the
+``benchmarks/overhead.py``: the median of ``--repeats`` timed runs (by default 3 below
+batch 16 and 1 above) after a warm-up call on the first image, and peak memory, in the last timed run, as the
 increase of the resident set (CPU; glibc returns freed blocks at
 once) or of ``torch.cuda.max_memory_allocated`` (CUDA) over what the process held before
 the call. ``forward_backward`` is ``model(x)[range, pred].sum().backward()``, the
@@ -67,15 +67,14 @@ def _child(args: argparse.Namespace) -> None:
     with torch.no_grad():
         predicted = model(images).argmax(1)
     if args.method == REFERENCE:
-        def run():
-            model(images).gather(1, predicted[:, None]).sum().backward()
+        def call(x, y):
+            model(x).gather(1, y[:, None]).sum().backward()
             model.zero_grad(set_to_none=True)
     else:
-        explain = make_explainer(args.method, model)
-
-        def run():
-            explain(images, predicted)
-    result = time_and_peak(run, args.device, args.repeats)
+        call = make_explainer(args.method, model)
+    # Warm-up (one-time initialisation) on the first image only.
+    result = time_and_peak(lambda: call(images, predicted), args.device, args.repeats,
+                           warmup=lambda: call(images[:1], predicted[:1]))
     print(json.dumps({**result, "source": source}))
 
 
