@@ -40,6 +40,7 @@ from .localization import (
     localization_summary,
 )
 from .methods import make_explainer
+from .plotting import line_style
 
 Record = Dict[str, Any]
 
@@ -513,12 +514,12 @@ def write_report(
                  + paired_markdown(comparison, reference) + "\n")
     paths["markdown"].write_text(text)
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for method, curve in box_accuracy_curves(records, evaluation_ids).items():
-        ax.plot(taus.numpy(), curve.numpy(), label=method)
+    fig, ax = plt.subplots(figsize=(7.6, 4))
+    for index, (method, curve) in enumerate(box_accuracy_curves(records, evaluation_ids).items()):
+        ax.plot(taus.numpy(), curve.numpy(), label=method, **line_style(index, method, reference))
     ax.set_xlabel("CAM threshold tau")
     ax.set_ylabel("BoxAcc (IoU >= 0.5)")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(paths["box_accuracy"], dpi=120)
     plt.close(fig)
@@ -532,16 +533,17 @@ def write_report(
             entry["insertion"].append(record["insertion"])
     if curves:
         paths["deletion_insertion"] = out / "deletion_insertion.png"
-        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-        for method, entry in curves.items():
+        fig, axes = plt.subplots(1, 2, figsize=(11.6, 4))
+        for index, (method, entry) in enumerate(curves.items()):
             for ax, kind in zip(axes, ("deletion", "insertion")):
                 mean = torch.tensor(entry[kind]).mean(dim=0)
-                ax.plot(torch.linspace(0, 1, len(mean)).numpy(), mean.numpy(), label=method)
+                ax.plot(torch.linspace(0, 1, len(mean)).numpy(), mean.numpy(), label=method,
+                        **line_style(index, method, reference))
         for ax, kind in zip(axes, ("deletion", "insertion")):
             ax.set_title(f"{kind} (mean over images)")
             ax.set_xlabel(f"fraction of patches {'removed' if kind == 'deletion' else 'inserted'}")
             ax.set_ylabel("target probability")
-        axes[1].legend(fontsize=7)
+        axes[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
         fig.tight_layout()
         fig.savefig(paths["deletion_insertion"], dpi=120)
         plt.close(fig)

@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
 from ..adapters import get_adapter, unwrap_model
 from ..display import upsample
+from .plotting import line_style
 from .faithfulness import logits_function
 from .similarity import METRICS, map_similarities
 
@@ -294,8 +295,7 @@ def _similarity_panel(axes, lines: Dict[str, List[Row]], labels: Dict[int, str],
         mean = torch.tensor([float(r["mean"]) for r in chosen])
         std = torch.tensor([float(r["std"]) for r in chosen])
         defined = bool(torch.isfinite(mean).any())
-        style = {"color": f"C{index % 10}", "linestyle": "-" if index < 10 else "--",
-                 "linewidth": 2.6 if name == emphasis else 1.2}
+        style = line_style(index, name, emphasis)
         axes.plot(steps, mean.numpy(), marker="o", markersize=3,
                   label=name if defined else f"{name} (undefined)", **style)
         if bands:
