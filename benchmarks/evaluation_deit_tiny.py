@@ -7,14 +7,16 @@ the same images in one run; of the first ``--limit`` images sorted by file name,
 tuned on the even positions (as the "select" half of benchmarks/localization_deit_tiny.py)
 and every number reported on the odd positions ("report"); the ground-truth class
 explained (the WSOL protocol); deletion / insertion (10 steps, blurred baseline) on the
-first ``--faithfulness-images`` report images; the randomisation sanity checks on the
+first ``--faithfulness-images`` report images; Captum's infidelity and sensitivity-max
+on the first ``--captum-metrics`` report images; the randomisation sanity checks on the
 first ``--sanity`` report images. ScoreCAM (192 masked forward passes per image) runs
 separately, beside DAAM and the uniform map, on the first ``--scorecam-limit`` images
 (``--parts`` runs either part alone). Records are cached in ``--cache``,
 so an interrupted run resumes; tuning and report images are explained alternately, so
 a partial run can still be summarised. The defaults are the run of docs/evaluation.md:
-all 400 images (200 / 200), deletion / insertion on 64 report images, sanity checks on
-4, ScoreCAM on 32 (16 / 16); about 70 minutes on 2 CPU cores.
+all 400 images (200 / 200), deletion / insertion on 64 report images, Captum's metrics
+on 16, sanity checks on 4, ScoreCAM on 32 (16 / 16; no Captum metrics: sensitivity
+would explain each image ten more times); about 80 minutes on 2 CPU cores.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ def main() -> int:
     parser.add_argument("--methods", nargs="+", default=METHODS)
     parser.add_argument("--limit", type=int, default=400)
     parser.add_argument("--faithfulness-images", type=int, default=64)
+    parser.add_argument("--captum-metrics", type=int, default=16)
     parser.add_argument("--sanity", type=int, default=4)
     parser.add_argument("--scorecam-limit", type=int, default=32)
     parser.add_argument("--parts", nargs="+", choices=("main", "scorecam"),
@@ -56,6 +59,7 @@ def main() -> int:
         code = cli(common + ["--methods", *args.methods, "--limit", str(args.limit),
                              "--option", "integrated_gradients.n_steps=16",
                              "--faithfulness-images", str(args.faithfulness_images),
+                             "--captum-metrics", str(args.captum_metrics),
                              "--sanity", str(args.sanity), "--out", args.out,
                              "--cache", str(Path(args.cache) / "main")])
     if code == 0 and "scorecam" in args.parts:

@@ -406,6 +406,10 @@ def evaluate_command(args: argparse.Namespace) -> Dict[str, object]:
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise UserError(f"unknown methods {unknown}; choose from {', '.join(METHODS)}")
+    for flag in ("faithfulness_images", "captum_metrics", "sanity"):
+        if (getattr(args, flag) or 0) < 0:
+            raise UserError(f"--{flag.replace('_', '-')} counts images; give 0 or more, "
+                            f"not {getattr(args, flag)}")
     loaded = load_model(args.model, args.weights)
     model = loaded.model.to(device)
     dataset = _evaluation_dataset(args.dataset, args.root, args.images, args.num_images,
@@ -437,7 +441,8 @@ def evaluate_command(args: argparse.Namespace) -> Dict[str, object]:
                            method_options=options,
                            batch_size=args.batch_size, faithfulness=not args.no_faithfulness,
                            deletion_steps=args.steps, indices=_interleave(tuning, evaluation),
-                           faithfulness_indices=evaluation[: args.faithfulness_images])
+                           faithfulness_indices=evaluation[: args.faithfulness_images],
+                           captum_indices=evaluation[: args.captum_metrics])
     except (ImportError, ValueError) as error:
         raise UserError(str(error)) from None
     result: Dict[str, object] = {"rank": rank}
@@ -560,6 +565,9 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--faithfulness-images", type=int, default=None,
                     help="deletion / insertion on the first N evaluation images only "
                          "(default: all evaluation images; never the tuning ones)")
+    ev.add_argument("--captum-metrics", type=int, default=0, metavar="N",
+                    help="Captum's infidelity and sensitivity-max on the first N evaluation "
+                         "images (default 0: sensitivity explains each image 10 more times)")
     ev.add_argument("--option", action="append", metavar="METHOD.NAME=VALUE",
                     help="a method option, e.g. integrated_gradients.n_steps=16 (repeatable)")
     ev.add_argument("--sanity", type=int, default=0,

@@ -141,20 +141,60 @@ def test_faithfulness_on_chosen_images_and_completed_on_resume(tmp_path):
     assert oracle.calls == (1 + 4) + (1 + 2)  # per run: a warm-up; then only the two missing
 
 
+def test_captum_metrics_on_chosen_images_equal_a_direct_call(tmp_path):
+    from captum_daam.evaluation.faithfulness import captum_metrics
+
+    data, model = Squares(4), _model()
+    oracle, uniform = Counting(_oracle), Counting(_uniform)
+    options = {"n_perturb_samples": 3}
+    records = evaluate(model, data, {"oracle": oracle, "uniform": uniform}, tmp_path,
+                       faithfulness=False, captum_indices=[1, 2], captum_options=options,
+                       progress=False)
+    assert [("infidelity" in r) for r in records] == [False, True, True, False] * 2
+    images = torch.stack([data[i][0] for i in (1, 2)])
+    labels = torch.tensor([data[i][1] for i in (1, 2)])
+    for name, explain in (("oracle", _oracle), ("uniform", _uniform)):
+        direct = captum_metrics(model, lambda x, t: explain(x), images, labels,
+                                max_examples_per_batch=2, **options)
+        got = [r for r in records if r["method"] == name and "infidelity" in r]
+        for key in ("infidelity", "sensitivity_max"):
+            assert [r[key] for r in got] == pytest.approx(direct[key].tolist(), rel=1e-5)
+    assert all(r["sensitivity_max"] == 0 for r in records
+               if r["method"] == "uniform" and "infidelity" in r)  # a constant map
+    table = summarize(records, ["square-000"], ["square-001", "square-002", "square-003"])
+    assert table["oracle"]["infidelity"] == pytest.approx(
+        sum(r["infidelity"] for r in records if r["method"] == "oracle" and "infidelity" in r) / 2)
+    assert "infidelity ↓" in markdown_table(table)
+    comparison = paired_comparison(records, table, ["square-001", "square-002"], "oracle")
+    assert comparison["uniform"]["n_captum"] == 2
+    calls = oracle.calls
+    evaluate(model, data, {"oracle": oracle}, tmp_path / "again", faithfulness=False,
+             captum_indices=[1], captum_options=options, progress=False)
+    with pytest.raises(ValueError, match="other settings.*captum_metrics"):
+        evaluate(model, data, {"oracle": oracle}, tmp_path, faithfulness=False,
+                 captum_indices=[1], captum_options={"n_perturb_samples": 5}, progress=False)
+    with pytest.raises(ValueError, match="not options of captum_metrics"):
+        evaluate(model, data, {"oracle": oracle}, tmp_path / "x", captum_options={"steps": 2},
+                 progress=False)
+    assert oracle.calls > calls
+
+
 def test_evaluate_command_end_to_end(tmp_path):
     from captum_daam.cli import main
 
     out = tmp_path / "eval"
     code = main(["evaluate", "--num-images", "4", "--methods", "daam", "uniform",
                  "--steps", "2", "--sanity", "1", "--sanity-methods", "daam",
-                 "--out", str(out), "--device", "cpu"])
+                 "--captum-metrics", "1", "--out", str(out), "--device", "cpu"])
     assert code == 0
     table = json.loads((out / "summary.json").read_text())
     assert set(table) == {"daam", "uniform"} and table["daam"]["num_images"] == 2
     assert table["daam"]["num_tuning_images"] == 2
     assert (out / "sanity_daam.png").exists() and "cascading" in (out / "sanity.md").read_text()
     assert (out / "sanity_spearman.png").exists()
+    assert table["daam"]["sensitivity_max"] > 0 and "infidelity" in table["uniform"]
     assert main(["evaluate", "--methods", "nonsense", "--out", str(tmp_path / "x")]) == 2
+    assert main(["evaluate", "--captum-metrics", "-1", "--out", str(tmp_path / "x")]) == 2
 
 
 def test_the_registry_methods_run_through_the_harness(tmp_path):

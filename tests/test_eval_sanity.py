@@ -188,9 +188,9 @@ def test_table_and_figure(setup, tmp_path):
 def test_comparison_figure_draws_one_line_per_method(setup, tmp_path):
     model, images, targets = setup
     rows = []
-    for name, build in (("daam", _daam), ("edges", _edges)):
+    for name, explainer in (("daam", _daam), ("edges", _edges)):
         rows += [dict(r, method=name) for r in randomization_test(
-            model, build, images, targets, mode="cascading", layers=["head", "blocks.1"],
+            model, explainer, images, targets, mode="cascading", layers=["head", "blocks.1"],
             metrics=("spearman", "ssim"))]
     figure = sanity_comparison_figure(rows, tmp_path / "cmp.png")
     assert (tmp_path / "cmp.png").stat().st_size > 0

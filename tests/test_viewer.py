@@ -17,7 +17,6 @@ import select
 import shutil
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest

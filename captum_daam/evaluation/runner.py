@@ -5,7 +5,8 @@ sharded over processes, summarised into tables.
 default, as the weakly-supervised localisation protocol does), and stores per image and
 method one JSON record: the IoU of the largest component's box at every threshold tau,
 the energy inside the boxes (pointing game), the deletion and insertion curves and
-AUCs, and the time the explanation took. Records already in the cache are not
+AUCs, Captum's infidelity and sensitivity-max on the images asked for, and the time
+the explanation took. Records already in the cache are not
 recomputed, so an interrupted run resumes where it stopped. Under ``torch.distributed``
 (``torchrun``) every rank explains its own share of the images (``index % world_size``)
 and the records are gathered on every rank.
@@ -30,7 +31,7 @@ from torch.utils.data import Dataset
 
 from ..display import upsample
 from .datasets import collate_boxes
-from .faithfulness import deletion_insertion
+from .faithfulness import captum_metrics, deletion_insertion
 from .localization import (
     DEFAULT_IOU_THRESHOLDS,
     DEFAULT_TAUS,
@@ -55,9 +56,14 @@ _COLUMNS = (
     ("energy", "pointing (energy)", "{:.3f}"),
     ("deletion_auc", "deletion AUC ↓", "{:.3f}"),
     ("insertion_auc", "insertion AUC ↑", "{:.3f}"),
+    ("infidelity", "infidelity ↓", "{:.3g}"),
+    ("sensitivity_max", "sensitivity ↓", "{:.3f}"),
     ("ms_per_image", "ms / image", "{:.0f}"),
     ("tau", "tau (tuned)", "{:.2f}"),
 )
+
+#: Record keys only some images have (faithfulness and Captum's metrics).
+_OPTIONAL = ("deletion_auc", "insertion_auc", "infidelity", "sensitivity_max")
 
 
 def _distributed() -> tuple:
@@ -113,6 +119,8 @@ def evaluate(
     method_options: Optional[Mapping[str, Mapping[str, Any]]] = None,
     indices: Optional[Sequence[int]] = None,
     faithfulness_indices: Optional[Sequence[int]] = None,
+    captum_indices: Optional[Sequence[int]] = None,
+    captum_options: Optional[Mapping[str, Any]] = None,
     progress: bool = True,
 ) -> List[Record]:
     """Explain every image of ``dataset`` with every method and measure the maps.
@@ -140,6 +148,11 @@ def evaluate(
         faithfulness_indices: With ``faithfulness``, the indices that get deletion and
             insertion (default: all evaluated ones); e.g. the evaluation split only,
             as tuning tau needs none.
+        captum_indices: The indices that get Captum's ``infidelity`` and
+            ``sensitivity_max`` (:func:`~captum_daam.evaluation.faithfulness.captum_metrics`,
+            seeded; default none: sensitivity explains every image ten more times).
+        captum_options: Keyword arguments of ``captum_metrics`` (``n_perturb_samples``,
+            ``noise_std``, ``perturb_radius``, ``normalize``); part of the cache settings.
         progress: Show a progress bar (rank 0 only).
 
     Returns:
@@ -147,7 +160,8 @@ def evaluate(
         holds ``method, id, label, target, predicted, correct, ious`` (one per tau),
         ``energy, seconds`` (explanation time per image, after one untimed warm-up
         call per method) and, with ``faithfulness``, ``deletion_auc,
-        insertion_auc, deletion, insertion`` (the curves).
+        insertion_auc, deletion, insertion`` (the curves) and, for ``captum_indices``,
+        ``infidelity, sensitivity_max``.
 
     Example::
 
@@ -185,6 +199,13 @@ def evaluate(
         "options": {k: {o: repr(v) for o, v in sorted(opts.items())}
                     for k, opts in sorted(options.items())},
     }
+    metric_options = dict(captum_options or {})
+    unknown = sorted(set(metric_options) - _CAPTUM_OPTIONS)
+    if unknown:
+        raise ValueError(f"captum_options {unknown} are not options of captum_metrics; "
+                         f"choose from {sorted(_CAPTUM_OPTIONS)}")
+    if metric_options:
+        settings["captum_metrics"] = {k: repr(v) for k, v in sorted(metric_options.items())}
     rank, world = _distributed()
     if rank == 0:
         _check_settings(cache, settings)
@@ -200,6 +221,7 @@ def evaluate(
     faithful = set(all_indices if faithfulness_indices is None else faithfulness_indices)
     if not faithfulness:
         faithful = set()
+    with_metrics = set(captum_indices or ())
     records: List[Record] = []
     warmed: set = set()  # methods whose first (slow) call is not timed
     bar = tqdm(total=len(mine) * len(explainers), disable=not progress or rank != 0,
@@ -210,7 +232,8 @@ def evaluate(
         images, labels, boxes, ids = collate_boxes(items)
         paths = {name: [cache / name / _cache_name(i) for i in ids] for name in explainers}
         curves = [chunk[k] in faithful for k in range(len(ids))]
-        cached = {name: [_cached(p, curves[k]) for k, p in enumerate(paths[name])]
+        metrics = [chunk[k] in with_metrics for k in range(len(ids))]
+        cached = {name: [_cached(p, curves[k], metrics[k]) for k, p in enumerate(paths[name])]
                   for name in explainers}
         todo = {name: [k for k, r in enumerate(cached[name]) if r is None]
                 for name in explainers}
@@ -228,7 +251,7 @@ def evaluate(
                 records.extend(_measure(
                     model, explain, name, images, labels, boxes, ids, predicted,
                     todo[name], paths[name], target, taus, curves,
-                    deletion_steps, baseline,
+                    deletion_steps, baseline, metrics, metric_options,
                 ))
             bar.update(len(ids))
     bar.close()
@@ -239,12 +262,19 @@ def evaluate(
     return sorted(records, key=lambda r: (list(explainers).index(r["method"]), r["id"]))
 
 
-def _cached(path: Path, needs_curves: bool) -> Optional[Record]:
+#: Keyword arguments of ``captum_metrics`` that ``evaluate`` passes on.
+_CAPTUM_OPTIONS = {"n_perturb_samples", "noise_std", "perturb_radius", "normalize"}
+
+
+def _cached(path: Path, needs_curves: bool, needs_metrics: bool = False) -> Optional[Record]:
     """The cached record at ``path`` if it exists with everything asked for."""
     if not path.exists():
         return None
     record = json.loads(path.read_text())
-    return record if not needs_curves or "deletion" in record else None
+    if (needs_curves and "deletion" not in record) or (
+            needs_metrics and "infidelity" not in record):
+        return None
+    return record
 
 
 def _measure(
@@ -263,6 +293,8 @@ def _measure(
     curves_for: List[bool],
     deletion_steps: Optional[int],
     baseline: str,
+    metrics_for: Sequence[bool] = (),
+    metric_options: Optional[Mapping[str, Any]] = None,
 ) -> List[Record]:
     """Explain and measure the images ``which`` of a batch; write and return records."""
     index = torch.tensor(which)
@@ -283,6 +315,14 @@ def _measure(
         rows = torch.tensor(faithful)
         curves = deletion_insertion(model, batch[rows.to(batch.device)], targets[rows],
                                     maps[rows], steps=deletion_steps, baseline=baseline)
+    measured = [row for row, k in enumerate(which) if k < len(metrics_for) and metrics_for[k]]
+    captum: Optional[Dict[str, Tensor]] = None
+    if measured:
+        rows = torch.tensor(measured)
+        captum = captum_metrics(model, explain, batch[rows.to(batch.device)],
+                                targets[rows].to(batch.device),
+                                max_examples_per_batch=len(measured),
+                                **dict(metric_options or {}))
     out = []
     for row, k in enumerate(which):
         record: Record = {
@@ -304,6 +344,9 @@ def _measure(
                 deletion=[round(float(v), 6) for v in curves.deletion[at]],
                 insertion=[round(float(v), 6) for v in curves.insertion[at]],
             )
+        if captum is not None and row in measured:
+            at = measured.index(row)
+            record.update({key: float(value[at]) for key, value in captum.items()})
         _write_record(paths[k], record)
         out.append(record)
     return out
@@ -329,8 +372,9 @@ def summarize(
 
     Returns:
         ``{method: {"tau", "mean_iou", "box_acc", "max_box_acc@δ", "max_box_acc_v2",
-        "energy", "deletion_auc", "insertion_auc", "ms_per_image", "top1",
-        "num_images", "num_tuning_images"}}``.
+        "energy", "ms_per_image", "top1", "num_images", "num_tuning_images"}}``, and
+        the means of ``"deletion_auc", "insertion_auc", "infidelity",
+        "sensitivity_max"`` over the evaluation images that have them.
     """
     tuning, evaluation = set(tuning_ids), set(evaluation_ids)
     if tuning & evaluation:
@@ -358,7 +402,7 @@ def summarize(
         summary["num_tuning_images"] = len(tune)
         summary["ms_per_image"] = 1000.0 * sum(r["seconds"] for r in report) / len(report)
         summary["top1"] = sum(r["correct"] for r in report) / len(report)
-        for key in ("deletion_auc", "insertion_auc"):
+        for key in _OPTIONAL:
             values = [r[key] for r in report if key in r]
             if values:
                 summary[key] = sum(values) / len(values)
@@ -373,6 +417,8 @@ _PAIRED = (
     ("energy", "Δ pointing (energy)"),
     ("deletion_auc", "Δ deletion AUC"),
     ("insertion_auc", "Δ insertion AUC"),
+    ("infidelity", "Δ infidelity"),
+    ("sensitivity_max", "Δ sensitivity"),
 )
 
 
@@ -396,7 +442,8 @@ def paired_comparison(
     Returns:
         ``{method: {"n", key, key + "_low", key + "_high", ...}}`` for every method but
         ``reference``, keys ``mean_iou, box_acc, energy`` (and ``deletion_auc,
-        insertion_auc``, with ``"n_faithfulness"``, when both have curves).
+        insertion_auc``, with ``"n_faithfulness"``, when both have curves;
+        ``infidelity, sensitivity_max``, with ``"n_captum"``, when both have them).
     """
     if reference not in table:
         raise ValueError(f"reference method {reference!r} is not in the table ({sorted(table)})")
@@ -411,7 +458,7 @@ def paired_comparison(
                 iou = float(record["ious"][column])
                 values = {"mean_iou": iou, "box_acc": float(iou >= 0.5),
                           "energy": float(record["energy"])}
-                for key in ("deletion_auc", "insertion_auc"):
+                for key in _OPTIONAL:
                     if key in record:
                         values[key] = float(record[key])
                 out[record["id"]] = values
@@ -436,6 +483,8 @@ def paired_comparison(
             entry.update({key: mean, f"{key}_low": mean - half, f"{key}_high": mean + half})
             if key == "deletion_auc":
                 entry["n_faithfulness"] = len(pairs)
+            if key == "infidelity":
+                entry["n_captum"] = len(pairs)
         result[method] = entry
     return result
 
