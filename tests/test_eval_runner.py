@@ -236,6 +236,7 @@ def test_paired_comparison_by_hand(tmp_path):
     text = paired_markdown(result)
     assert text.splitlines()[0].startswith("| method - daam | images | Δ mean IoU")
     assert "| other | 4 | -0.050 [" in text
+    assert "Δ deletion AUC (2 images)" in text and "Δ mean IoU |" in text
     with pytest.raises(ValueError, match="reference method 'chefer'"):
         paired_comparison(records, table, list(ref), reference="chefer")
     paths = write_report(records, table, tmp_path, list(ref))

@@ -62,6 +62,10 @@ _COLUMNS = (
     ("tau", "tau (tuned)", "{:.2f}"),
 )
 
+#: Where :func:`paired_comparison` counts the images of a key measured on fewer images.
+_PAIRED_COUNTS = {"deletion_auc": "n_faithfulness", "insertion_auc": "n_faithfulness",
+                  "infidelity": "n_captum", "sensitivity_max": "n_captum"}
+
 #: Record keys only some images have (faithfulness and Captum's metrics).
 _OPTIONAL = ("deletion_auc", "insertion_auc", "infidelity", "sensitivity_max")
 
@@ -490,8 +494,18 @@ def paired_comparison(
 
 
 def paired_markdown(comparison: Mapping[str, Mapping[str, float]], reference: str = "daam") -> str:
-    """:func:`paired_comparison` as a Markdown table: mean difference and interval."""
-    columns = [(k, h) for k, h in _PAIRED if any(k in row for row in comparison.values())]
+    """:func:`paired_comparison` as a Markdown table: mean difference and interval.
+    Columns measured on fewer images than the ``images`` column (faithfulness, Captum's
+    metrics) name their count in the header when every row has the same."""
+    columns = []
+    for key, header in _PAIRED:
+        rows = [row for row in comparison.values() if key in row]
+        if not rows:
+            continue
+        counts = {row.get(_PAIRED_COUNTS.get(key, "n")) for row in rows}
+        if len(counts) == 1 and None not in counts and counts != {rows[0]["n"]}:
+            header += f" ({int(counts.pop())} images)"
+        columns.append((key, header))
     lines = [f"| method - {reference} | images | " + " | ".join(h for _, h in columns) + " |",
              "|---|---:|" + "---:|" * len(columns)]
     for method, row in comparison.items():
