@@ -16,7 +16,7 @@ so an interrupted run resumes; tuning and report images are explained alternatel
 a partial run can still be summarised. The defaults are the run of docs/evaluation.md:
 all 400 images (200 / 200), deletion / insertion on 64 report images, Captum's metrics
 on 16, sanity checks on 4, ScoreCAM on 32 (16 / 16; no Captum metrics: sensitivity
-would explain each image ten more times); about 80 minutes on 2 CPU cores.
+would explain each image ten more times); about 40 minutes on 2 CPU cores.
 """
 
 from __future__ import annotations
