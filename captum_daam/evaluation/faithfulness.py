@@ -350,6 +350,7 @@ def captum_metrics(
     normalize: bool = True,
     max_examples_per_batch: Optional[int] = None,
     seed: Optional[int] = 0,
+    maps: Optional[Tensor] = None,
 ) -> Dict[str, Tensor]:
     """Captum's ``infidelity`` and ``sensitivity_max`` for a map explainer.
 
@@ -374,6 +375,8 @@ def captum_metrics(
         max_examples_per_batch: Captum's batching of perturbed examples.
         seed: Seeds torch's random generator for reproducible perturbations (the global
             state is restored afterwards); ``None`` leaves it alone.
+        maps: ``explain(images, targets)`` if already computed, (N, h, w) or
+            (N, 1, h, w), so that it is not computed again for infidelity.
 
     Returns:
         ``{"infidelity": (N,), "sensitivity_max": (N,)}`` (lower is better for both).
@@ -393,7 +396,11 @@ def captum_metrics(
     with torch.random.fork_rng(devices=devices, enabled=seed is not None):
         if seed is not None:
             torch.manual_seed(seed)
-        attributions = attribution(images, targets_t)
+        if maps is None:
+            attributions = attribution(images, targets_t)
+        else:
+            given = maps if maps.dim() == 4 else maps[:, None]
+            attributions = to_input_space(given.detach(), images)
         infid = infidelity(
             forward,
             gaussian_perturbation(noise_std),

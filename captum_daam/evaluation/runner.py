@@ -69,6 +69,9 @@ _PAIRED_COUNTS = {"deletion_auc": "n_faithfulness", "insertion_auc": "n_faithful
 #: Record keys only some images have (faithfulness and Captum's metrics).
 _OPTIONAL = ("deletion_auc", "insertion_auc", "infidelity", "sensitivity_max")
 
+#: Keyword arguments of ``captum_metrics`` that ``evaluate`` passes on.
+_CAPTUM_OPTIONS = {"n_perturb_samples", "noise_std", "perturb_radius", "normalize"}
+
 
 def _distributed() -> tuple:
     """(rank, world size) of the default process group, (0, 1) without one."""
@@ -266,10 +269,6 @@ def evaluate(
     return sorted(records, key=lambda r: (list(explainers).index(r["method"]), r["id"]))
 
 
-#: Keyword arguments of ``captum_metrics`` that ``evaluate`` passes on.
-_CAPTUM_OPTIONS = {"n_perturb_samples", "noise_std", "perturb_radius", "normalize"}
-
-
 def _cached(path: Path, needs_curves: bool, needs_metrics: bool = False) -> Optional[Record]:
     """The cached record at ``path`` if it exists with everything asked for."""
     if not path.exists():
@@ -297,8 +296,8 @@ def _measure(
     curves_for: List[bool],
     deletion_steps: Optional[int],
     baseline: str,
-    metrics_for: Sequence[bool] = (),
-    metric_options: Optional[Mapping[str, Any]] = None,
+    metrics_for: Sequence[bool],
+    metric_options: Mapping[str, Any],
 ) -> List[Record]:
     """Explain and measure the images ``which`` of a batch; write and return records."""
     index = torch.tensor(which)
@@ -319,14 +318,14 @@ def _measure(
         rows = torch.tensor(faithful)
         curves = deletion_insertion(model, batch[rows.to(batch.device)], targets[rows],
                                     maps[rows], steps=deletion_steps, baseline=baseline)
-    measured = [row for row, k in enumerate(which) if k < len(metrics_for) and metrics_for[k]]
+    measured = [row for row, k in enumerate(which) if metrics_for[k]]
     captum: Optional[Dict[str, Tensor]] = None
     if measured:
         rows = torch.tensor(measured)
         captum = captum_metrics(model, explain, batch[rows.to(batch.device)],
-                                targets[rows].to(batch.device),
+                                targets[rows].to(batch.device), maps=maps[rows],
                                 max_examples_per_batch=len(measured),
-                                **dict(metric_options or {}))
+                                **metric_options)
     out = []
     for row, k in enumerate(which):
         record: Record = {
@@ -485,10 +484,8 @@ def paired_comparison(
             half = z * float(diff.std()) / len(pairs) ** 0.5
             mean = float(diff.mean())
             entry.update({key: mean, f"{key}_low": mean - half, f"{key}_high": mean + half})
-            if key == "deletion_auc":
-                entry["n_faithfulness"] = len(pairs)
-            if key == "infidelity":
-                entry["n_captum"] = len(pairs)
+            if key in _PAIRED_COUNTS:
+                entry[_PAIRED_COUNTS[key]] = len(pairs)
         result[method] = entry
     return result
 
