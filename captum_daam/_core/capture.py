@@ -1,7 +1,7 @@
 """Hooks in, one forward, hooks out: what every site's attention computed.
 
 In the readout mode a site reports ``(a0, v)``: the readout row of its attention and its
-values. In the all-queries mode it reports a :class:`~captum_daam.adapters.base.QueryAttention`
+values. In the all-queries mode it reports a :class:`~captum_daam._core.sites.QueryAttention`
 (queries, keys, values, bias) from which the full attention is recomputed after the
 backward pass, one layer at a time.
 """
@@ -14,7 +14,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 import torch
 
-from ..adapters.base import AttentionSite, QueryAttention
+from .sites import AttentionSite, QueryAttention
 
 #: What a site reports in one forward on one device.
 Record = Any  # Tuple[Tensor, Tensor] (readout mode) or QueryAttention (all-queries mode)

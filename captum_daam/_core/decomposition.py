@@ -136,7 +136,7 @@ def full_attention(q: Tensor, k: Tensor, scale: float, bias: Optional[Tensor]) -
 
     Args:
         q, k: (..., tokens, head_dim), e.g. (batch, groups, heads, tokens, head_dim) as a
-            :class:`~captum_daam.adapters.base.QueryAttention` holds them.
+            :class:`~captum_daam._core.sites.QueryAttention` holds them.
         scale: Logit scale.
         bias: Additive logit bias broadcastable to the logits, or ``None``.
 

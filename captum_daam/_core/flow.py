@@ -16,7 +16,7 @@ from captum._utils.common import _sort_key_list
 from captum._utils.gradient import compute_layer_gradients_and_eval
 from torch import Tensor
 
-from ..adapters.base import AttentionSite, QueryAttention
+from .sites import AttentionSite, QueryAttention
 from .capture import record_attention
 from .decomposition import all_queries_relevance, full_attention, token_relevance
 from .maps import channel_weights, spread_to_grid
@@ -87,7 +87,7 @@ def site_gradients(
 
     The forward hooks record what each site's attention computed (readout mode:
     ``(a0, v)`` for readout token ``token_index``; ``token_index=None``: a
-    :class:`~captum_daam.adapters.base.QueryAttention`), and Captum's
+    :class:`~captum_daam._core.sites.QueryAttention`), and Captum's
     ``compute_layer_gradients_and_eval`` takes the gradient of ``score_fn(output).sum()``
     at the input of every site's projection (``Z_b``, (N, tokens, channels)). Hooks are
     removed on exit, also on error.

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Protocol, Tuple
 
 import torch
 from torch import Tensor
 
-from ..adapters.base import ModelAdapter
+
+class ImageModel(Protocol):
+    """What the checks need to know of a model (a
+    :class:`~captum_daam.adapters.ModelAdapter` is one)."""
+
+    @property
+    def in_chans(self) -> Optional[int]:
+        """Input channels the model expects, or ``None`` when unknown."""
+
+    def grid_size(self, image_size: Tuple[int, int]) -> Tuple[int, int]:
+        """Patch grid for an input of ``image_size``; ``ValueError`` naming the fix."""
 
 
-def check_images(images: object, adapter: ModelAdapter) -> Tuple[int, int]:
+def check_images(images: object, adapter: ImageModel) -> Tuple[int, int]:
     """Validate an image batch for ``adapter``'s model; return its patch grid."""
     if not isinstance(images, Tensor):
         raise TypeError(

@@ -6,6 +6,8 @@ from typing import Tuple
 
 from torch import Tensor
 
+from .grid import patches_on_grid
+
 
 def channel_weights(grad_row: Tensor, signed: bool = False) -> Tensor:
     """Channel weights from ``C = d score / d Z[readout]``, (batch, channels).
@@ -29,16 +31,7 @@ def block_maps(
     Returns:
         (batch, blocks, rows, columns), non-negative.
     """
-    batch, blocks, tokens = relevance.shape
-    rows, cols = grid_size
-    patches = relevance[:, :, num_prefix_tokens:]
-    if patches.shape[-1] != rows * cols:
-        raise RuntimeError(
-            f"the model has {tokens} tokens, {num_prefix_tokens} prefix tokens and a "
-            f"{rows}x{cols} patch grid, which do not add up; the adapter for this model "
-            "is wrong"
-        )
-    return patches.clamp(min=0).reshape(batch, blocks, rows, cols)
+    return patches_on_grid(relevance, num_prefix_tokens, grid_size).clamp(min=0)
 
 
 def accumulate(maps: Tensor) -> Tensor:

@@ -63,6 +63,24 @@ def target_tensor(
     )
 
 
+def check_class_range(targets: Tensor, num_classes: Optional[int], what: str = "target") -> None:
+    """Refuse class indices outside ``[0, num_classes)``, naming them and the range.
+
+    Args:
+        targets: Class indices (N,).
+        num_classes: Classes of the model; ``None`` (unknown) checks nothing.
+        what: How the indices are called in the message (``"target"``, ``"--target"``).
+    """
+    if num_classes is None:
+        return
+    bad = (targets < 0) | (targets >= num_classes)
+    if bool(bad.any()):
+        raise ValueError(
+            f"{what} {targets[bad].tolist()} out of range for a model with "
+            f"{num_classes} classes; {what}s must lie in [0, {num_classes - 1}]"
+        )
+
+
 def class_scores(output: object, targets: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
     """The logits DAAM explains, and the classes they belong to.
 
@@ -93,12 +111,7 @@ def class_scores(output: object, targets: Optional[Tensor]) -> Tuple[Tensor, Ten
     if targets is None:
         targets = output.detach().argmax(dim=1)
     else:
-        bad = (targets < 0) | (targets >= num_classes)
-        if bool(bad.any()):
-            raise ValueError(
-                f"target {targets[bad].tolist()} out of range for a model with "
-                f"{num_classes} classes; targets must lie in [0, {num_classes - 1}]"
-            )
+        check_class_range(targets, num_classes)
     scores = output.gather(1, targets.unsqueeze(1)).squeeze(1)
     if not bool(torch.isfinite(scores.detach()).all()):
         raise FloatingPointError(

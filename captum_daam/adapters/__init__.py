@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from typing import List, Type
+from typing import List, Mapping, Optional, Type
 
-from torch import nn
+from torch import Tensor, nn
 
 from ..errors import UnsupportedModelError
 from .base import AttentionSite, ModelAdapter
 from .huggingface import HuggingFaceViTAdapter
 from .timm_beit_eva import TimmBeitAdapter, TimmEvaAdapter
 from .timm_cait import TimmCaitAdapter
+from .timm_common import CLASSIFIER_WEIGHT_KEYS, architecture_name
 from .timm_swin import TimmSwinAdapter
 from .timm_vit import TimmVisionTransformerAdapter
 from .timm_xcit import TimmXcitAdapter
@@ -54,6 +55,23 @@ def get_adapter(model: nn.Module) -> ModelAdapter:
     )
 
 
+def model_name(model: nn.Module) -> Optional[str]:
+    """The architecture name ``model`` carries (timm's ``pretrained_cfg``), or ``None``;
+    for any module, supported or not (a memory bank built with a ``feature_fn``)."""
+    return architecture_name(unwrap_model(model))
+
+
+def num_classes_in_state_dict(state: Mapping[str, object]) -> Optional[int]:
+    """The classes of the classifier stored in a state dict, or ``None`` when it holds
+    none that a supported family would name (a weights file's fact, read before the
+    model is built)."""
+    for key in CLASSIFIER_WEIGHT_KEYS:
+        weight = state.get(key)
+        if isinstance(weight, Tensor) and weight.dim() >= 1:
+            return int(weight.shape[0])
+    return None
+
+
 __all__ = [
     "ADAPTERS",
     "AttentionSite",
@@ -66,5 +84,7 @@ __all__ = [
     "TimmVisionTransformerAdapter",
     "TimmXcitAdapter",
     "get_adapter",
+    "model_name",
+    "num_classes_in_state_dict",
     "unwrap_model",
 ]

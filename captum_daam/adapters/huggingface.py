@@ -235,6 +235,11 @@ class HuggingFaceViTAdapter(ModelAdapter):
     def num_classes(self) -> Optional[int]:
         return 0 if self._headless else int(self.model.config.num_labels)
 
+    @property
+    def classifier(self) -> Optional[nn.Module]:
+        head = getattr(self.model, "classifier", None)
+        return head if isinstance(head, nn.Module) and any(True for _ in head.parameters()) else None
+
     def logits(self, output: object) -> object:
         """``output.logits`` of an ``ImageClassifierOutput`` (or the first element of the
         tuple ``return_dict=False`` gives); anything else unchanged."""

@@ -107,6 +107,18 @@ def patch_grid(model: nn.Module, image_size: Tuple[int, int]) -> Tuple[int, int]
     return tuple(int(g) for g in patch_embed.grid_size)  # type: ignore[return-value]
 
 
+def architecture_name(model: nn.Module) -> Optional[str]:
+    """The name a timm model carries in its ``pretrained_cfg``, or ``None``."""
+    config = getattr(model, "pretrained_cfg", None)
+    if isinstance(config, dict) and config.get("architecture"):
+        return str(config["architecture"])
+    return None
+
+
+#: Where each family's state dict keeps its classifier weight (rows: classes).
+CLASSIFIER_WEIGHT_KEYS = ("head.weight", "head.fc.weight")
+
+
 class TimmClassTokenAdapter(ModelAdapter):
     """A timm model read out from its class token, first among the tokens, through
     ``forward_head``; subclasses fill ``self._sites`` and override what differs."""
@@ -133,6 +145,23 @@ class TimmClassTokenAdapter(ModelAdapter):
     @property
     def num_classes(self) -> Optional[int]:
         return int(self.model.num_classes)
+
+    @property
+    def classifier(self) -> Optional[nn.Module]:
+        head = self.model.get_classifier()
+        return head if isinstance(head, nn.Module) and any(True for _ in head.parameters()) else None
+
+    @property
+    def gradcam_layer(self) -> nn.Module:
+        blocks = getattr(self.model, "blocks", None)
+        norm1 = getattr(blocks[-1], "norm1", None) if blocks is not None and len(blocks) else None
+        if not isinstance(norm1, nn.Module):
+            return super().gradcam_layer
+        return norm1
+
+    @property
+    def model_name(self) -> Optional[str]:
+        return architecture_name(self.model)
 
     def features(self, model: nn.Module, *inputs: Any) -> Tensor:
         """The pooled pre-logits class-token embedding (the head, if any, is not run):
