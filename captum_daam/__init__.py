@@ -5,7 +5,14 @@
 """
 
 from .attr import DAAM
-from .baselines import ViTLayerGradCam, attention_rollout, tokens_to_grid
+from .baselines import (
+    ViTLayerGradCam,
+    attention_rollout,
+    gradient_weighted_rollout,
+    grid_to_tokens,
+    raw_attention,
+    tokens_to_grid,
+)
 from .display import linear_mapping, sigmoid_mapping, upsample
 from .errors import UnsupportedModelError
 from .input_space import DAAMInput, to_input_space
@@ -25,7 +32,10 @@ __all__ = [
     "UnsupportedModelError",
     "ViTLayerGradCam",
     "attention_rollout",
+    "gradient_weighted_rollout",
+    "grid_to_tokens",
     "linear_mapping",
+    "raw_attention",
     "sigmoid_mapping",
     "to_input_space",
     "tokens_to_grid",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from captum._utils.typing import TargetType
@@ -37,17 +37,21 @@ class _DAAMBase(LayerAttribution, GradientAttribution):
         layer: Optional[Union[nn.Module, Sequence[nn.Module]]] = None,
         device_ids: Optional[List[int]] = None,
         queries: Optional[str] = None,
+        forward_func: Optional[Callable[..., Any]] = None,
     ) -> None:
+        """``forward_func`` is what Captum runs (default: ``model``); the
+        self-supervised explainer passes the model's feature forward."""
         self.adapter = get_adapter(model)
+        forward_func = model if forward_func is None else forward_func
         layers = [layer] if isinstance(layer, nn.Module) else layer
         self.sites = self.adapter.sites_for(layers)
         if not self.sites:
             raise ValueError("no attention layers to explain: pass at least one layer")
         self.queries = self._query_mode(queries)
         LayerAttribution.__init__(
-            self, model, [site.module for site in self.sites], device_ids
+            self, forward_func, [site.module for site in self.sites], device_ids
         )
-        GradientAttribution.__init__(self, model)
+        GradientAttribution.__init__(self, forward_func)
 
     @property
     def multiplies_by_inputs(self) -> bool:

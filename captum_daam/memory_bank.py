@@ -13,113 +13,27 @@ memory on CPU or GPU.
 from __future__ import annotations
 
 import os
-import warnings
-from typing import (
-    Any,
-    Callable,
-    Dict,
-    Iterable,
-    Iterator,
-    List,
-    Mapping,
-    Optional,
-    Tuple,
-    Union,
-)
+from typing import Any, Dict, Iterable, Mapping, Optional, Tuple, Union
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, IterableDataset, SequentialSampler, Subset
-from torch.utils.data.distributed import DistributedSampler
+from torch.utils.data import DataLoader
 
-from .adapters import get_adapter, unwrap_model
-
-#: ``feature_fn(model, *inputs) -> (N, D)``: the embedding of a batch. ``model`` is the
-#: module that runs (the model itself, or its replica on one device under
-#: ``DataParallel``); ``inputs`` are the images followed by any extra forward arguments.
-FeatureFn = Callable[..., Tensor]
+from ._core.knn import (
+    DEFAULT_CHUNK_SIZE,
+    DEFAULT_QUERY_CHUNK,
+    l2_normalise,
+    top_k_cosine,
+)
+from .adapters import model_name, unwrap_model
+from .features import FeatureFn, check_feature_output, feature_forward
+from .memory_bank_build import embed_dataset, total_dataset
 
 PathLike = Union[str, "os.PathLike[str]"]
 
 #: Written into every bank file, checked on load.
 _FORMAT_KEY = "captum_daam"
 _FORMAT_VALUE = "memory_bank/1"
-
-#: Default bank rows and queries per step of the chunked search: at most
-#: 256 x 65536 similarities (64 MiB in float32) exist at any time.
-DEFAULT_CHUNK_SIZE = 65536
-DEFAULT_QUERY_CHUNK = 256
-
-#: Rows per all_gather step when a distributed build gathers the bank.
-_GATHER_ROWS = 65536
-
-
-class _FeatureForward(nn.Module):
-    """``feature_fn(model, *inputs)`` as a module, so ``DataParallel`` can replicate it."""
-
-    def __init__(self, model: nn.Module, feature_fn: FeatureFn) -> None:
-        super().__init__()
-        self.model = model
-        self.feature_fn = feature_fn
-
-    def forward(self, *inputs: Any) -> Tensor:
-        return self.feature_fn(self.model, *inputs)
-
-
-def feature_forward(model: nn.Module, feature_fn: Optional[FeatureFn] = None) -> nn.Module:
-    """A module whose forward returns the model's features (N, D).
-
-    ``feature_fn=None`` uses the model family's adapter (for timm ViTs: the pooled
-    pre-logits class-token embedding). A ``DataParallel`` model gives a ``DataParallel``
-    module with the same devices, so the features are computed on every replica.
-    """
-    base = unwrap_model(model)
-    if feature_fn is None:
-        feature_fn = get_adapter(base).features
-    elif not callable(feature_fn):
-        raise TypeError(
-            f"feature_fn must be callable as feature_fn(model, images, ...) -> (N, D), "
-            f"got {type(feature_fn).__name__}"
-        )
-    module = _FeatureForward(base, feature_fn)
-    if isinstance(model, nn.DataParallel) and model.device_ids:  # no devices: no-op
-        return nn.DataParallel(
-            module, device_ids=model.device_ids, output_device=model.output_device,
-            dim=model.dim,
-        )
-    return module
-
-
-def check_feature_output(features: object, context: str = "feature_fn") -> Tensor:
-    """The output of a feature function, checked to be a finite (N, D) float tensor."""
-    if not isinstance(features, Tensor):
-        raise TypeError(
-            f"{context} must return a tensor of features (N, D), got "
-            f"{type(features).__name__}"
-        )
-    if features.dim() != 2:
-        raise ValueError(
-            f"{context} must return one feature vector per image, shape (N, D); got "
-            f"{tuple(features.shape)}. For timm ViTs the default is "
-            "model.forward_head(model.forward_features(x), pre_logits=True)"
-        )
-    if not features.is_floating_point():
-        raise TypeError(f"{context} returned {features.dtype} features; expected floats")
-    return features
-
-
-def _normalise(features: Tensor) -> Tensor:
-    dtype = torch.promote_types(features.dtype, torch.float32)
-    return F.normalize(features.to(dtype), p=2, dim=-1, eps=1e-12)
-
-
-def _compute_dtype(*dtypes: torch.dtype) -> torch.dtype:
-    """Similarities are computed in the widest of the dtypes involved, at least float32."""
-    result = torch.float32
-    for dtype in dtypes:
-        result = torch.promote_types(result, dtype)
-    return result
 
 
 class MemoryBank:
@@ -193,7 +107,7 @@ class MemoryBank:
                 "float16, try bfloat16 or float32)"
             )
         if normalize:
-            features = _normalise(features).to(features.dtype)
+            features = l2_normalise(features).to(features.dtype)
         self._features = features
         self._labels = labels.to(device=features.device, dtype=torch.long)
         self.metadata: Dict[str, str] = dict(metadata or {})
@@ -272,7 +186,9 @@ class MemoryBank:
                 f"holds {len(self.classes)} classes ({shown}{more})"
             )
 
-    def _check_k(self, k: int) -> None:
+    def check_k(self, k: int) -> None:
+        """Raise a clear error unless ``k`` is a number of neighbours the bank can give
+        (a positive int, at most ``len(bank)``)."""
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ValueError(f"k must be a positive int, got {k!r}")
         if k > len(self):
@@ -313,41 +229,12 @@ class MemoryBank:
             (the wider of the query's and the bank's, at least float32).
         """
         self.check_features(queries)
-        self._check_k(k)
-        if chunk_size < 1 or query_chunk < 1:
-            raise ValueError("chunk_size and query_chunk must be positive")
-        out_device = queries.device
-        dtype = _compute_dtype(queries.dtype, self.dtype)
-        q_all = _normalise(queries.detach().to(self.device, dtype))
-        if labels is not None:
-            labels = labels.to(self.device, torch.long).reshape(-1)
-            if labels.shape[0] != q_all.shape[0]:
-                raise ValueError(
-                    f"labels must give one class per query ({q_all.shape[0]}), got "
-                    f"{labels.shape[0]}"
-                )
-        sims_out, idx_out = [], []
-        for q_start in range(0, q_all.shape[0], query_chunk):
-            q = q_all[q_start : q_start + query_chunk]
-            want = None if labels is None else labels[q_start : q_start + query_chunk]
-            best_s = torch.empty(q.shape[0], 0, dtype=dtype, device=self.device)
-            best_i = torch.empty(q.shape[0], 0, dtype=torch.long, device=self.device)
-            for start in range(0, len(self), chunk_size):
-                chunk = self._features[start : start + chunk_size].to(dtype)
-                sims = (chunk @ q.T).T  # (queries, rows); faster on CPU than q @ chunk.T
-                if want is not None:
-                    other = self._labels[start : start + chunk_size][None, :] != want[:, None]
-                    sims.masked_fill_(other, float("-inf"))
-                s, i = sims.topk(min(k, sims.shape[1]), dim=1)
-                s = torch.cat([best_s, s], dim=1)
-                i = torch.cat([best_i, i + start], dim=1)
-                best_s, pos = s.topk(min(k, s.shape[1]), dim=1)
-                best_i = i.gather(1, pos)
-            if want is not None:
-                best_i = best_i.masked_fill(torch.isneginf(best_s), -1)
-            sims_out.append(best_s)
-            idx_out.append(best_i)
-        return torch.cat(sims_out).to(out_device), torch.cat(idx_out).to(out_device)
+        self.check_k(k)
+        similarities, indices = top_k_cosine(
+            self._features, queries, k, row_labels=self._labels, query_labels=labels,
+            chunk_size=chunk_size, query_chunk=query_chunk,
+        )
+        return similarities.to(queries.device), indices.to(queries.device)
 
     # ------------------------------------------------------------------ files
     def save(self, path: PathLike) -> None:
@@ -436,295 +323,24 @@ class MemoryBank:
         Returns:
             *MemoryBank*: the bank, on ``bank_device``.
         """
-        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-            raise TypeError(f"dtype must be a floating dtype, got {dtype!r}")
-        base = unwrap_model(model)
-        if device is None:
-            param = next(iter(base.parameters()), None)
-            device = param.device if param is not None else torch.device("cpu")
-        device = torch.device(device)
-        bank_device = device if bank_device is None else torch.device(bank_device)
-        if base.training:
-            warnings.warn(
-                "the model is in training mode: dropout makes the bank's features "
-                "random; call model.eval() first",
-                stacklevel=2,
-            )
-        forward = feature_forward(model, feature_fn)
-        distributed = (
-            torch.distributed.is_available() and torch.distributed.is_initialized()
+        features, all_labels = embed_dataset(
+            model, data, labels, feature_fn, batch_size, device, bank_device, dtype,
+            progress,
         )
-        rank = torch.distributed.get_rank() if distributed else 0
-        world = torch.distributed.get_world_size() if distributed else 1
-        batches, total, indices = _shard(data, labels, batch_size, rank, world)
-
-        bar = None
-        if progress and rank == 0:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=total, desc="memory bank", unit="img")
-        collector = _Collector(bank_device, dtype, total)
-        try:
-            with torch.no_grad():
-                for images, batch_labels in batches:
-                    images = images.to(device, non_blocking=True)
-                    features = check_feature_output(forward(images))
-                    if features.shape[0] != images.shape[0]:
-                        raise ValueError(
-                            f"feature_fn returned {features.shape[0]} feature rows for "
-                            f"{images.shape[0]} images"
-                        )
-                    collector.add(_normalise(features), batch_labels)
-                    if bar is not None:
-                        bar.update(images.shape[0])
-        finally:
-            if bar is not None:
-                bar.close()
-        local_features, local_labels = collector.result()
-        if distributed:
-            local_indices = None
-            if indices is not None:
-                local_indices = indices[: local_labels.shape[0]]
-            features, all_labels = _gather(
-                local_features, local_labels, local_indices, bank_device, dtype, world
-            )
-            if indices is not None and total_dataset(data) is not None:
-                expected = total_dataset(data)
-                if features.shape[0] != expected:
-                    warnings.warn(
-                        f"the distributed build embedded {features.shape[0]} of the "
-                        f"{expected} images in the dataset (drop_last?)",
-                        stacklevel=2,
-                    )
-        else:
-            features, all_labels = local_features, local_labels
-        if features is None or features.shape[0] == 0:
-            raise ValueError(
-                "the memory bank is empty: the data yielded no images"
-            )
-        info = {"model_class": type(base).__name__}
-        config = getattr(base, "pretrained_cfg", None)  # timm models carry their name
-        if isinstance(config, dict) and config.get("architecture"):
-            info["model"] = str(config["architecture"])
+        info = {"model_class": type(unwrap_model(model)).__name__}
+        name = model_name(model)
+        if name:
+            info["model"] = name
         info.update(metadata or {})
         return cls(features, all_labels, normalize=False, metadata=info)
 
 
-def total_dataset(data: object) -> Optional[int]:
-    """Number of items in ``data``'s dataset (or tensor), when known."""
-    if isinstance(data, Tensor):
-        return int(data.shape[0])
-    if isinstance(data, DataLoader) and not isinstance(data.dataset, IterableDataset):
-        try:
-            return len(data.dataset)  # type: ignore[arg-type]
-        except TypeError:
-            return None
-    return None
-
-
-class _Collector:
-    """Accumulates normalised features and labels on the bank's device.
-
-    With the number of images known in advance the features go straight into one
-    preallocated (M, D) tensor, so the bank never exists twice in memory.
-    """
-
-    def __init__(self, device: torch.device, dtype: torch.dtype, total: Optional[int]) -> None:
-        self.device, self.dtype, self.total = device, dtype, total
-        self.buffer: Optional[Tensor] = None
-        self.filled = 0
-        self.features: List[Tensor] = []
-        self.labels: List[Tensor] = []
-
-    def add(self, features: Tensor, labels: Tensor) -> None:
-        labels = torch.as_tensor(labels)
-        if labels.dim() != 1 or labels.shape[0] != features.shape[0]:
-            raise ValueError(
-                f"a batch of {features.shape[0]} images came with labels of shape "
-                f"{tuple(labels.shape)}; the data must yield (images, labels) with one "
-                "integer label per image"
-            )
-        if labels.is_floating_point() or labels.dtype == torch.bool:
-            raise TypeError(f"labels must be integer class indices, got {labels.dtype}")
-        self.labels.append(labels.to(self.device, torch.long))
-        rows = features.shape[0]
-        if self.buffer is None and self.total is not None and not self.features:
-            self.buffer = torch.empty(
-                self.total, features.shape[1], dtype=self.dtype, device=self.device
-            )
-        if self.buffer is not None and self.filled + rows <= self.buffer.shape[0]:
-            self.buffer[self.filled : self.filled + rows] = features
-        else:  # more images than announced: fall back to a list
-            if self.buffer is not None:
-                self.features.append(self.buffer[: self.filled])
-                self.buffer = None
-            self.features.append(features.to(self.device, self.dtype))
-        self.filled += rows
-
-    def result(self) -> Tuple[Optional[Tensor], Tensor]:
-        labels = torch.cat(self.labels) if self.labels else torch.empty(
-            0, dtype=torch.long, device=self.device
-        )
-        if self.buffer is not None:
-            return self.buffer[: self.filled], labels
-        if not self.features:
-            return None, labels
-        features = torch.cat(self.features)
-        self.features.clear()
-        return features, labels
-
-
-Batch = Tuple[Tensor, Tensor]
-
-
-def _split_batch(batch: object) -> Batch:
-    if isinstance(batch, (tuple, list)) and len(batch) >= 2 and isinstance(batch[0], Tensor):
-        return batch[0], torch.as_tensor(batch[1])
-    raise TypeError(
-        "each batch must be (images, labels, ...) with images a tensor (N, C, H, W); got "
-        f"{type(batch).__name__}. Wrap the dataset so that it yields (image, label)"
-    )
-
-
-def _shard(
-    data: object, labels: Optional[Tensor], batch_size: int, rank: int, world: int
-) -> Tuple[Iterator[Batch], Optional[int], Optional[Tensor]]:
-    """This rank's batches, their number of images (if known) and their dataset indices
-    (distributed only)."""
-    distributed = world > 1
-    if isinstance(data, Tensor):
-        if labels is None:
-            raise ValueError(
-                "MemoryBank.build from an image tensor needs labels=, one class per image"
-            )
-        labels = torch.as_tensor(labels)
-        if labels.dim() != 1 or labels.shape[0] != data.shape[0]:
-            raise ValueError(
-                f"{data.shape[0]} images but labels of shape {tuple(labels.shape)}"
-            )
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
-        n = data.shape[0]
-        lo, hi = rank * n // world, (rank + 1) * n // world
-
-        def tensor_batches() -> Iterator[Batch]:
-            for start in range(lo, hi, batch_size):
-                stop = min(start + batch_size, hi)
-                yield data[start:stop], labels[start:stop]
-
-        indices = torch.arange(lo, hi) if distributed else None
-        return tensor_batches(), hi - lo, indices
-    if labels is not None:
-        raise ValueError("labels= is only for image tensors; a loader yields its labels")
-    if not distributed:
-        total = None
-        if isinstance(data, DataLoader) and not data.drop_last:
-            try:
-                total = len(data.sampler)  # type: ignore[arg-type]
-            except TypeError:
-                total = None
-        return (_split_batch(b) for b in data), total, None  # type: ignore[union-attr]
-    if not isinstance(data, DataLoader) or isinstance(data.dataset, IterableDataset):
-        raise ValueError(
-            "a distributed MemoryBank.build needs a DataLoader over a map-style dataset "
-            "(or image tensors), so that each rank can embed its own shard"
-        )
-    if isinstance(data.sampler, DistributedSampler):
-        indices = torch.tensor(list(iter(data.sampler)), dtype=torch.long)
-        return (_split_batch(b) for b in data), len(indices), indices
-    if not isinstance(data.sampler, SequentialSampler) or data.batch_size is None:
-        raise ValueError(
-            "a distributed MemoryBank.build shards a DataLoader with shuffle=False and a "
-            "batch_size, or uses the loader as it is when its sampler is a "
-            "DistributedSampler; this loader has neither"
-        )
-    if data.drop_last:
-        raise ValueError(
-            "drop_last=True would leave images out of the memory bank; build it with "
-            "drop_last=False"
-        )
-    n = len(data.dataset)  # type: ignore[arg-type]
-    lo, hi = rank * n // world, (rank + 1) * n // world
-    shard = DataLoader(
-        Subset(data.dataset, range(lo, hi)),
-        batch_size=data.batch_size,
-        shuffle=False,
-        num_workers=data.num_workers,
-        collate_fn=data.collate_fn,
-        pin_memory=data.pin_memory,
-        timeout=data.timeout,
-        worker_init_fn=data.worker_init_fn,
-        multiprocessing_context=data.multiprocessing_context,
-        prefetch_factor=data.prefetch_factor,
-        persistent_workers=data.persistent_workers,
-    )
-    return (_split_batch(b) for b in shard), hi - lo, torch.arange(lo, hi)
-
-
-def _gather(
-    features: Optional[Tensor],
-    labels: Tensor,
-    indices: Optional[Tensor],
-    bank_device: torch.device,
-    dtype: torch.dtype,
-    world: int,
-) -> Tuple[Tensor, Tensor]:
-    """All ranks' features and labels on every rank, in dataset order.
-
-    Shards are padded to the longest and gathered ``_GATHER_ROWS`` rows at a time with
-    ``all_gather`` (on the GPU under NCCL, on the CPU otherwise), so the communication
-    buffers stay small however large the bank.
-    """
-    dist = torch.distributed
-    comm = (
-        torch.device("cuda", torch.cuda.current_device())
-        if dist.get_backend() == "nccl" else torch.device("cpu")
-    )
-    n_local = labels.shape[0]
-    dim = features.shape[1] if features is not None else 0
-    header = torch.tensor([n_local, dim], dtype=torch.long, device=comm)
-    headers = [torch.zeros_like(header) for _ in range(world)]
-    dist.all_gather(headers, header)
-    sizes = [int(h[0]) for h in headers]
-    dims = {int(h[1]) for h, s in zip(headers, sizes) if s > 0}
-    if len(dims) > 1:
-        raise RuntimeError(f"ranks produced features of different dimensions {sorted(dims)}")
-    dim = dims.pop() if dims else 0
-    total, longest = sum(sizes), max(sizes)
-    out_features = torch.empty(total, dim, dtype=dtype, device=bank_device)
-    out_meta = torch.empty(total, 2, dtype=torch.long, device=bank_device)
-    offsets = [sum(sizes[:r]) for r in range(world)]
-    if indices is None:
-        indices = torch.full((n_local,), -1, dtype=torch.long)
-    meta = torch.stack([labels.cpu(), indices.cpu()], dim=1)
-    for start in range(0, longest, _GATHER_ROWS):
-        rows = min(_GATHER_ROWS, longest - start)
-        piece = torch.zeros(rows, dim, dtype=dtype, device=comm)
-        piece_meta = torch.zeros(rows, 2, dtype=torch.long, device=comm)
-        mine = max(0, min(rows, n_local - start))
-        if mine:
-            piece[:mine] = features[start : start + mine].to(comm)  # type: ignore[index]
-            piece_meta[:mine] = meta[start : start + mine].to(comm)
-        pieces = [torch.empty_like(piece) for _ in range(world)]
-        metas = [torch.empty_like(piece_meta) for _ in range(world)]
-        dist.all_gather(pieces, piece)
-        dist.all_gather(metas, piece_meta)
-        for r in range(world):
-            valid = max(0, min(rows, sizes[r] - start))
-            if valid:
-                at = offsets[r] + start
-                out_features[at : at + valid] = pieces[r][:valid].to(bank_device)
-                out_meta[at : at + valid] = metas[r][:valid].to(bank_device)
-    order_key = out_meta[:, 1]
-    in_order = bool((order_key[1:] > order_key[:-1]).all())  # contiguous shards: no copy
-    if not in_order and bool((order_key >= 0).all()):
-        order = torch.argsort(order_key, stable=True)
-        sorted_key = order_key[order]
-        keep = torch.ones_like(sorted_key, dtype=torch.bool)
-        keep[1:] = sorted_key[1:] != sorted_key[:-1]  # DistributedSampler padding
-        order = order[keep]
-        out_features, out_meta = out_features[order], out_meta[order]
-    return out_features, out_meta[:, 0]
-
-
-__all__ = ["FeatureFn", "MemoryBank", "feature_forward"]
+__all__ = [
+    "DEFAULT_CHUNK_SIZE",
+    "DEFAULT_QUERY_CHUNK",
+    "FeatureFn",
+    "MemoryBank",
+    "check_feature_output",
+    "feature_forward",
+    "total_dataset",
+]

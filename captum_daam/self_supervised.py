@@ -11,17 +11,19 @@ channel weights, the maps) is the supervised machinery of :class:`~captum_daam.D
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import torch
 from captum._utils.typing import TargetType
 from captum.log import log_usage
 from torch import Tensor, nn
 
+from ._core.importance import importance_weights, knn_vote, support_among_neighbours
+from ._core.knn import l2_normalise
 from ._core.targets import target_tensor
-from .adapters import unwrap_model
 from .attr import Inputs, _DAAMBase
-from .memory_bank import FeatureFn, MemoryBank, _normalise, feature_forward
+from .features import FeatureFn, feature_forward
+from .memory_bank import MemoryBank
 from .result import DAAMFlow
 
 
@@ -61,31 +63,6 @@ class SelfSupervisedFlow(DAAMFlow):
         return self.targets == self.voted_class
 
 
-def knn_vote(
-    similarities: Tensor, labels: Tensor, temperature: float
-) -> Tuple[Tensor, Tensor]:
-    """Weighted k-NN vote: each neighbour votes for its label with ``exp(s / T)``.
-
-    Args:
-        similarities: Cosine similarities of the k nearest neighbours, (N, k), sorted
-            in decreasing order.
-        labels: Their labels, (N, k).
-        temperature: ``T > 0``.
-
-    Returns:
-        ``(voted, share)``: the class with the largest total vote (N,), ties going to
-        the class of the nearer neighbour, and its share of the total vote (N,).
-    """
-    # exp((s - s_max) / T): the same argmax and shares as exp(s / T), without overflow.
-    votes = torch.exp((similarities - similarities[:, :1]) / temperature)
-    same = labels[:, :, None] == labels[:, None, :]  # (N, k, k)
-    mass = (same * votes[:, None, :]).sum(dim=-1)  # mass of neighbour j's class
-    best = mass.argmax(dim=1)  # the first maximum: the nearest neighbour of that class
-    voted = labels.gather(1, best[:, None])[:, 0]
-    share = mass.gather(1, best[:, None])[:, 0] / votes.sum(dim=1)
-    return voted, share
-
-
 def class_support(
     memory_bank: MemoryBank,
     features: Tensor,
@@ -98,38 +75,29 @@ def class_support(
     Among the k nearest neighbours, those whose label is the example's class (nearest
     first). Where none is (only possible for an explicit target), the k nearest bank
     entries of that class (fewer if the class has fewer). Padded with -1.
+
+    Args:
+        memory_bank: The bank the neighbours come from.
+        features: The examples' features, (N, D) (searched again only for examples
+            whose class is absent from their neighbours).
+        classes: The class each example explains, (N,).
+        neighbour_indices: Bank rows of the k nearest neighbours, (N, k), nearest first.
+        neighbour_labels: Their labels, (N, k).
+
+    Returns:
+        *Tensor*: bank rows, (N, k) long, nearest first, padded with -1.
+
+    Example::
+
+        >>> sims, idx = bank.search(features, k=20)
+        >>> support = class_support(bank, features, classes, idx, bank.labels[idx])
     """
-    match = neighbour_labels == classes[:, None]
-    order = torch.argsort((~match).to(torch.int8), dim=1, stable=True)
-    support = neighbour_indices.masked_fill(~match, -1).gather(1, order)
-    absent = ~match.any(dim=1)
+    support, absent = support_among_neighbours(neighbour_indices, neighbour_labels, classes)
     if bool(absent.any()):
         k = neighbour_indices.shape[1]
         _, own = memory_bank.search(features[absent], k, labels=classes[absent])
         support[absent] = own.to(support.device)
     return support
-
-
-def importance_weights(normalised: Tensor, support_features: Tensor, valid: Tensor) -> Tensor:
-    """Dimension-wise importance ``w = min-max(u)``, ``u_d = mean_j f̂_d z_{j,d}``.
-
-    Args:
-        normalised: L2-normalised query features ``f̂``, (N, D).
-        support_features: Bank features ``z_j`` of the supporting neighbours, (N, k, D).
-        valid: Which of the k are real neighbours (the rest is padding), (N, k) bool;
-            at least one per row.
-
-    Returns:
-        ``w`` (N, D) in [0, 1]: ``(u - min u) / (max u - min u)``, all ones where ``u`` is
-        constant.
-    """
-    mask = valid.to(normalised.dtype)[:, :, None]
-    products = normalised[:, None, :] * support_features * mask
-    u = products.sum(dim=1) / mask.sum(dim=1)
-    low = u.min(dim=1, keepdim=True).values
-    span = u.max(dim=1, keepdim=True).values - low
-    flat = span <= 0
-    return torch.where(flat, torch.ones_like(u), (u - low) / torch.where(flat, 1, span))
 
 
 class SelfSupervisedDAAM(_DAAMBase):
@@ -190,22 +158,23 @@ class SelfSupervisedDAAM(_DAAMBase):
         device_ids: Optional[List[int]] = None,
         queries: Optional[str] = None,
     ) -> None:
-        super().__init__(model, layer, device_ids, queries)
+        # Captum runs the feature forward, which returns the features f, not logits (a
+        # head is never run); its training mode is the model's (FeatureForward.training).
+        super().__init__(model, layer, device_ids, queries,
+                         forward_func=feature_forward(model, feature_fn))
         if not isinstance(memory_bank, MemoryBank):
             raise TypeError(
                 f"memory_bank must be a captum_daam.MemoryBank, got "
                 f"{type(memory_bank).__name__}; build one with MemoryBank.build(model, "
                 "loader) or MemoryBank(features, labels)"
             )
-        memory_bank._check_k(k)
+        memory_bank.check_k(k)
         if not isinstance(temperature, (int, float)) or not 0 < temperature < float("inf"):
             raise ValueError(f"temperature must be a positive number, got {temperature!r}")
         self.memory_bank = memory_bank
         self.k = k
         self.temperature = float(temperature)
-        self.model = model
-        # The forward function Captum runs returns the features f, not logits.
-        self.forward_func = feature_forward(model, feature_fn)
+        self.model = model  # as given; Captum's forward_func is its feature forward
         self._signed_weights = not relu_weights
 
     @log_usage()
@@ -262,8 +231,6 @@ class SelfSupervisedDAAM(_DAAMBase):
         targets = target_tensor(target, images.shape[0], images.device)
         if targets is not None:
             self.memory_bank.check_classes(targets)
-        # Mirror the model's mode, so that _flow warns about training mode as for DAAM.
-        unwrap_model(self.forward_func).training = unwrap_model(self.model).training
         record: Dict[str, Tensor] = {}
         extras: Dict[str, Tensor] = {}
 
@@ -307,7 +274,7 @@ class SelfSupervisedDAAM(_DAAMBase):
             support = class_support(bank, f, classes, indices, labels)
             valid = support >= 0
             z = bank.features[support.clamp(min=0).to(bank.device)]
-            normalised = _normalise(f)
+            normalised = l2_normalise(f)
             w = importance_weights(normalised, z.to(f.device, normalised.dtype), valid)
         scores = (w * features.to(w.dtype)).sum(dim=1)
         record["targets"], record["scores"] = classes, scores.detach()

@@ -1,4 +1,5 @@
-"""Small randomly initialised models, one per supported timm family, for the tests."""
+"""Small randomly initialised models, one per supported timm family, and the random
+test cases (batch, image size, readout token, targets, seed) drawn for them."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Dict, List, Optional, Tuple
 
 import timm
 import torch
+from hypothesis import strategies as st
 from torch import nn
 
 NUM_CLASSES = 10
@@ -72,3 +74,24 @@ def attention_modules(model: nn.Module) -> List[nn.Module]:
 
 def token_index(name: str, token: Optional[str]) -> int:
     return 1 if token == "dist" else 0
+
+
+@st.composite
+def attribution_cases(draw, sizes, tokens, num_classes: int = NUM_CLASSES):
+    """``(batch, size, token, targets, seed)`` for a family with these image ``sizes`` and
+    readout ``tokens``: 1 to 3 images, targets ``None`` or one class per image."""
+    batch = draw(st.integers(1, 3))
+    size = draw(st.sampled_from(sizes))
+    token = draw(st.sampled_from(tokens))
+    targets = draw(
+        st.none() | st.lists(st.integers(0, num_classes - 1), min_size=batch, max_size=batch)
+    )
+    seed = draw(st.integers(0, 2**31 - 1))
+    return batch, size, token, targets, seed
+
+
+def random_images(batch: int, size: Tuple[int, int], seed: int,
+                  dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """``batch`` standard-normal RGB images of ``size``, the same for the same ``seed``."""
+    return torch.randn(batch, 3, *size, generator=torch.Generator().manual_seed(seed),
+                       dtype=dtype)

@@ -138,3 +138,27 @@ def test_self_supervised_explain_with_a_bank(capsys, tmp_path, image_folder, tin
     code, _, stderr = run(capsys, "explain", image_folder, "--model", MODEL, "--weights",
                           tiny_weights, "--out", out, "--ssl", "--bank", tmp_path / "no.st")
     assert code == 2 and "cannot use memory bank" in stderr and "Traceback" not in stderr
+
+
+def test_evaluation_protocol_splits_by_id_and_grows_both_splits():
+    from captum_daam.evaluation.protocol import interleave, item_id, split_tuning_and_report
+
+    ids = ["c", "a", "e", "b", "d"]  # id order: a b c d e = positions 1 3 0 4 2
+    assert split_tuning_and_report(ids, "parity") == ([1, 0, 2], [3, 4])
+    assert split_tuning_and_report(ids, "halves") == ([1, 3], [0, 4, 2])
+    with pytest.raises(ValueError, match="split must be one of"):
+        split_tuning_and_report(ids, "random")
+    assert interleave([1, 0, 2], [3, 4]) == [1, 3, 0, 4, 2]
+    assert item_id([(None, 0, None, "x7")], 0) == "x7"
+
+
+def test_method_options_are_literals_or_strings():
+    from captum_daam.cli import UserError
+    from captum_daam.cli.evaluate import method_options
+
+    parsed = method_options(["integrated_gradients.n_steps=16", "daam.token=dist",
+                             "rollout.residual=0.5"])
+    assert parsed == {"integrated_gradients": {"n_steps": 16}, "daam": {"token": "dist"},
+                      "rollout": {"residual": 0.5}}
+    with pytest.raises(UserError, match="METHOD.NAME=VALUE"):
+        method_options(["n_steps=16"])

@@ -133,6 +133,13 @@ def test_subset_csv_layout_agrees_with_imagenet_subset(tmp_path):
         assert label == ref_label and torch.equal(image, ref_image)
         assert torch.equal(boxes_mask(got, (32, 32)), ref_mask)
     assert len(BoxDataset.from_subset(root, TRANSFORM, files=["y.JPEG"])) == 1
+    assert [e.file for e in reference.entries] == ["x.JPEG", "y.JPEG"]
+    assert [e.file for e in load_subset_boxes(root / "boxes.csv", ["y.JPEG", "z"])] == ["y.JPEG"]
+    (root / "images" / "y.JPEG").unlink()
+    assert len(BoxDataset.from_subset(root, TRANSFORM)) == 1  # a folder may hold a part
+    with pytest.raises(ValueError, match=r"lacks 1 of the images .*\(e.g. y.JPEG\)"):
+        ImageNetSubset(root, TRANSFORM)
+    assert len(ImageNetSubset(root, TRANSFORM, files=["x.JPEG"])) == 1
 
 
 def test_synthetic_boxes_and_collate():

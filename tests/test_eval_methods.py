@@ -12,12 +12,21 @@ import sys
 import warnings
 
 import pytest
+import timm
 import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from captum_daam import DAAM, attention_rollout
+from captum_daam import (
+    DAAM,
+    UnsupportedModelError,
+    attention_rollout,
+    gradient_weighted_rollout,
+    raw_attention,
+)
+from captum_daam.adapters import get_adapter
+from captum_daam.baselines import PackageCAM, check_batch
 from captum_daam.evaluation.methods import (
     GRAD_CAM_CLASSES,
     METHODS,
@@ -52,7 +61,10 @@ def _grid(name, size):
 
 
 def _close(actual, expected, rtol=1e-5):
+    """Maps (N, 1, h, w) against a reference (N, 1, h, w), or (N, h, w) as written here."""
     expected = expected.to(torch.float32)
+    if expected.dim() == actual.dim() - 1:
+        expected = expected[:, None]
     scale = expected.abs().max().clamp(min=1e-12)
     assert actual.shape == expected.shape
     assert float(expected.abs().max()) > 0, "degenerate reference: all zero"
@@ -173,7 +185,7 @@ def test_every_method_shape_dtype_non_negative(family):
     for name in available_methods():
         maps = make_explainer(name, model)(images, targets)
         expected = tuple(images.shape[-2:]) if name == "integrated_gradients" else grid
-        assert maps.shape == (2, *expected), name
+        assert maps.shape == (2, 1, *expected), name
         assert maps.dtype == torch.float32 and maps.device.type == "cpu", name
         assert bool(torch.isfinite(maps).all()) and float(maps.min()) >= 0, name
         assert float(maps.amax()) > 0, f"{name}: all-zero maps"
@@ -211,7 +223,7 @@ def test_gradcam_and_layercam_any_grid(rows, cols, seed):
     act, grad = norm1_tokens(model, images, targets, 1, (rows, cols))
     for kind in ("gradcam", "layercam"):
         maps = make_explainer(kind, model)(images, targets)
-        assert maps.shape == (2, rows, cols)
+        assert maps.shape == (2, 1, rows, cols)
         expected = reference_cam(kind, act, grad).float()
         if float(expected.abs().max()) == 0:  # one patch: may be zero after the ReLU
             assert float(maps.abs().max()) == 0
@@ -230,7 +242,7 @@ def test_eigencam_matches_principal_component(family):
     positive, negative = reference_eigencam(act)
     for i in range(images.shape[0]):  # the SVD's sign is arbitrary, per image
         scale = float(positive[i].abs().max() + negative[i].abs().max())
-        errors = [float((maps[i] - ref[i].float()).abs().max()) / scale
+        errors = [float((maps[i, 0] - ref[i].float()).abs().max()) / scale
                   for ref in (positive, negative)]
         assert min(errors) < 1e-5, errors
 
@@ -326,9 +338,9 @@ def test_prefix_tokens_are_dropped(family):
     }
     for name, (right, wrong) in cases.items():
         maps = make_explainer(name, model)(images, targets)
-        assert maps.shape == (2, *grid)
+        assert maps.shape == (2, 1, *grid)
         _close(maps, right)
-        assert not torch.allclose(maps, wrong.float(), rtol=1e-3, atol=1e-6), name
+        assert not torch.allclose(maps, wrong.float()[:, None], rtol=1e-3, atol=1e-6), name
 
 
 # --- DAAM, rollout, integrated gradients, uniform ----------------------------------------
@@ -338,19 +350,19 @@ def test_daam_rollout_uniform_are_the_package_functions():
     model = build("deit_distilled")
     images, targets = _batch("deit_distilled")
     daam = make_explainer("daam", model)(images, targets)
-    expected = DAAM(model).attribute(images, target=targets)[:, 0]
+    expected = DAAM(model).attribute(images, target=targets)
     _close(daam, expected)
     other = (targets + 1) % NUM_CLASSES
     assert not torch.allclose(daam, make_explainer("daam", model)(images, other))
     _close(make_explainer("daam", model, token="dist")(images, targets),
-           DAAM(model).attribute(images, target=targets, token="dist")[:, 0])
+           DAAM(model).attribute(images, target=targets, token="dist"))
     if "daam_all" in METHODS:
         _close(make_explainer("daam_all", model)(images, targets),
-               DAAM(model, queries="all").attribute(images, target=targets)[:, 0])
+               DAAM(model, queries="all").attribute(images, target=targets))
     _close(make_explainer("rollout", model, residual=0.3)(images, targets),
-           attention_rollout(model, images, residual=0.3)[:, 0])
+           attention_rollout(model, images, residual=0.3))
     assert torch.equal(make_explainer("uniform", model)(images, targets),
-                       torch.ones(2, 4, 4))
+                       torch.ones(2, 1, 4, 4))
 
 
 @pytest.mark.parametrize("sign,baseline", [("absolute_value", 0.0), ("positive", 0.5)])
@@ -455,3 +467,69 @@ def test_grad_cam_methods_dropped_without_the_package(monkeypatch):
     with pytest.raises(ImportError, match="captum-daam"):
         make_explainer("layercam", model)
     make_explainer("chefer", model)  # the others still build
+
+
+# --- the public baselines behind the registry ---------------------------------------------
+
+
+@pytest.mark.parametrize("family", ["vit", "deit_distilled"])
+def test_public_baselines_are_what_the_registry_runs(family):
+    """The registry's maps are the public functions' maps; ``target=None`` explains the
+    predicted class; every map is (N, 1, rows, cols)."""
+    model = build(family)
+    images, targets = _batch(family)
+    grid = _grid(family, images.shape[-2:])
+    predicted = model(images).argmax(1)
+    chefer = gradient_weighted_rollout(model, images, targets)
+    raw = raw_attention(model, images)
+    cam = PackageCAM(model, "gradcam").attribute(images, targets)
+    for maps in (chefer, raw, cam):
+        assert maps.shape == (2, 1, *grid)
+    _close(make_explainer("chefer", model)(images, targets), chefer)
+    _close(make_explainer("raw_attention", model)(images, targets), raw)
+    _close(make_explainer("gradcam", model)(images, targets), cam)
+    _close(gradient_weighted_rollout(model, images).float(),
+           gradient_weighted_rollout(model, images, predicted))
+    _close(PackageCAM(model, "layercam").attribute(images),
+           PackageCAM(model, "layercam").attribute(images, predicted))
+    with torch.no_grad():  # gradients are enabled inside
+        _close(gradient_weighted_rollout(model, images, targets).float(), chefer)
+
+
+def test_public_baselines_errors():
+    model = build("vit")
+    images, targets = _batch("vit")
+    with torch.inference_mode(), pytest.raises(RuntimeError, match="inference_mode"):
+        gradient_weighted_rollout(model, images, targets)
+    with pytest.raises(ValueError, match="out of range"):
+        gradient_weighted_rollout(model, images, [0, NUM_CLASSES])
+    with pytest.raises(ValueError, match="dist"):
+        raw_attention(model, images, token="dist")
+    with pytest.raises(ValueError, match="add a batch dimension"):
+        raw_attention(model, images[0])
+    with pytest.raises(ValueError, match="unknown grad-cam method"):
+        PackageCAM(model, "gradcam2")
+    with pytest.raises(ValueError, match="batch_size"):
+        PackageCAM(model, "scorecam", batch_size=0)
+    swin = timm.create_model("swin_tiny_patch4_window7_224", img_size=32, patch_size=4,
+                             window_size=4, embed_dim=24, depths=(2, 2), num_heads=(2, 4),
+                             num_classes=NUM_CLASSES).eval()
+    swin_images = torch.randn(1, 3, 32, 32)
+    with pytest.raises(ValueError, match="no readout token"):
+        gradient_weighted_rollout(swin, swin_images, 0)
+    with pytest.raises(UnsupportedModelError, match="norm1"):
+        PackageCAM(swin, "gradcam")
+
+
+def test_check_batch_is_the_explainers_check():
+    model = build("vit")
+    adapter = get_adapter(model)
+    images, targets = _batch("vit")
+    checked_images, checked, grid = check_batch("m", images, [1, 2], adapter)
+    assert checked_images is images and grid == (4, 4)
+    assert checked.dtype == torch.long and checked.tolist() == [1, 2]
+    with torch.inference_mode():
+        frozen = images.clone()
+    assert not check_batch("m", frozen, targets, adapter)[0].is_inference()
+    with pytest.raises(ValueError, match="targets are required"):
+        check_batch("m", images, None, adapter)

@@ -206,6 +206,40 @@ def test_the_registry_methods_run_through_the_harness(tmp_path):
                  method_options={"gradcam": {}}, progress=False)
 
 
+def test_maps_with_and_without_the_channel_axis_give_the_same_records(tmp_path):
+    data, model = Squares(4), _model()
+    flat = evaluate(model, data, {"m": Counting(_uniform)}, tmp_path / "flat",
+                    deletion_steps=2, captum_indices=[1], captum_options={"n_perturb_samples": 2},
+                    progress=False)
+    channel = evaluate(model, data, {"m": Counting(lambda x: _uniform(x)[:, None])},
+                       tmp_path / "channel", deletion_steps=2, captum_indices=[1],
+                       captum_options={"n_perturb_samples": 2}, progress=False)
+    strip = lambda rs: [{k: v for k, v in r.items() if k != "seconds"} for r in rs]  # noqa: E731
+    assert strip(flat) == strip(channel)
+    with pytest.raises(ValueError, match=r"\(N, 1, h, w\) or \(N, h, w\)"):
+        evaluate(model, data, {"m": lambda x, t: torch.ones(x.shape[0], 2, 4, 4)},
+                 tmp_path / "two", faithfulness=False, progress=False)
+
+
+def test_record_cache_round_trip_and_resume_rules(tmp_path):
+    from captum_daam.evaluation.cache import RecordCache, cache_name
+
+    cache = RecordCache(tmp_path)
+    cache.check_settings({"a": 1})
+    cache.check_settings({"a": 1})  # the same settings: accepted
+    with pytest.raises(ValueError, match=r"other settings \(a, b differ\)"):
+        cache.check_settings({"a": 2, "b": 0})
+    cache.prepare(["m"])
+    record = {"method": "m", "id": "val/x.JPEG", "ious": [0.5], "deletion": [1.0, 0.0]}
+    cache.write(record)
+    assert cache.path("m", "val/x.JPEG").name == cache_name("val/x.JPEG")
+    assert "/" not in cache_name("val/x.JPEG") and cache_name("a/b") != cache_name("a_b")
+    assert cache.read("m", "val/x.JPEG", needs_curves=True) == record
+    assert cache.read("m", "val/x.JPEG", needs_metrics=True) is None  # no infidelity yet
+    assert cache.read("m", "other") is None
+    assert not list(tmp_path.rglob("*.tmp*"))  # atomic writes leave no temporary files
+
+
 def test_paired_comparison_by_hand(tmp_path):
     def record(method, image, iou, energy, auc=None):
         r = {"method": method, "id": image, "ious": [iou] * 100, "energy": energy,
@@ -245,11 +279,11 @@ def test_paired_comparison_by_hand(tmp_path):
 
 
 def test_cli_interleaves_tuning_and_evaluation_images():
-    from captum_daam.cli import _interleave
+    from captum_daam.evaluation.protocol import interleave
 
-    assert _interleave([0, 2, 4], [1, 3, 5]) == [0, 1, 2, 3, 4, 5]
-    assert _interleave([0, 1, 2], [3]) == [0, 3, 1, 2]
-    assert _interleave([], [7, 8]) == [7, 8]
+    assert interleave([0, 2, 4], [1, 3, 5]) == [0, 1, 2, 3, 4, 5]
+    assert interleave([0, 1, 2], [3]) == [0, 3, 1, 2]
+    assert interleave([], [7, 8]) == [7, 8]
 
 
 # ----------------------------------------------------------------------------- torchrun

@@ -12,6 +12,7 @@ from skimage.feature import hog
 from skimage.metrics import structural_similarity
 
 from captum_daam import DAAM
+from captum_daam.evaluation.similarity import channel_maps
 from captum_daam.evaluation import (
     hog_similarity,
     map_similarities,
@@ -139,6 +140,23 @@ def test_an_explanation_that_ignores_the_model_stays_identical(setup):
         for row in rows:
             assert row["mean"] == pytest.approx(1.0, abs=1e-9) and row["std"] == pytest.approx(0.0, abs=1e-9)
             assert row["count"] == 3
+
+
+def test_maps_with_and_without_the_channel_give_the_same_rows(setup):
+    """(N, 1, h, w), the registry's shape, and (N, h, w) are one map to the harness."""
+    model, images, targets = setup
+
+    def with_channel(model_):
+        explain = _daam(model_)
+        return lambda images_, targets_: explain(images_, targets_)[:, None]
+
+    flat = randomization_test(model, _daam, images, targets, layers=["head"])
+    channel = randomization_test(model, with_channel, images, targets, layers=["head"])
+    assert flat == channel
+    assert channel_maps(torch.ones(2, 4, 4)).shape == (2, 1, 4, 4)
+    with pytest.raises(ValueError, match=r"\(N, 1, h, w\) or \(N, h, w\), got shape \(3, 3, 4, 4\)"):
+        randomization_test(model, lambda m: lambda x, t: torch.ones(3, 3, 4, 4), images, targets,
+                           layers=["head"])
 
 
 def test_modes_randomise_the_right_layers_with_the_same_draws(setup):

@@ -13,10 +13,8 @@ import pytest
 import timm
 import torch
 from hypothesis import given, settings
-from hypothesis import strategies as st
 from torch import nn
 
-import reference_more as ref_lib
 from captum_daam import DAAM, UnsupportedModelError
 from captum_daam._core.flow import relevance_flow
 from captum_daam._core.maps import accumulate, block_maps
@@ -30,8 +28,11 @@ from captum_daam.adapters import (
     TimmXcitAdapter,
     get_adapter,
 )
-from model_state import assert_unchanged, snapshot
+import explicit_attention as textbook
 from assertions import assert_close_scaled
+from families import attribution_cases, random_images
+from model_state import assert_unchanged, snapshot
+from reference import reference_daam
 
 NUM_CLASSES = 10
 TINY = dict(embed_dim=48, num_heads=3, num_classes=NUM_CLASSES)
@@ -83,48 +84,48 @@ def _blocks(attr: str) -> Callable[[nn.Module], List[nn.Module]]:
 TIMM_FAMILIES: Dict[str, Family] = {
     "cait": Family(
         _timm("cait_xxs24_224", img_size=32, patch_size=8, depth=2, depth_token_only=2),
-        TimmCaitAdapter, ref_lib.class_attention, _blocks("blocks_token_only"), z_row=0,
+        TimmCaitAdapter, textbook.class_attention, _blocks("blocks_token_only"), z_row=0,
     ),
     "xcit_p8": Family(
         _timm("xcit_nano_12_p8_224", depth=2, cls_attn_layers=2),
-        TimmXcitAdapter, ref_lib.class_attention, _blocks("cls_attn_blocks"),
+        TimmXcitAdapter, textbook.class_attention, _blocks("cls_attn_blocks"),
         sizes=((32, 32), (30, 26), (16, 40)), z_row=0,
     ),
     "xcit_p16_tokens_norm": Family(
         _timm("xcit_nano_12_p16_224", depth=2, cls_attn_layers=2, tokens_norm=True),
-        TimmXcitAdapter, ref_lib.class_attention, _blocks("cls_attn_blocks"),
+        TimmXcitAdapter, textbook.class_attention, _blocks("cls_attn_blocks"),
         sizes=((48, 40), (32, 32)), z_row=0,
     ),
     "beit_rel_pos": Family(
         _timm("beit_base_patch16_224", img_size=32, patch_size=8, depth=3,
               global_pool="token"),
-        TimmBeitAdapter, ref_lib.beit_attention, _blocks("blocks"),
+        TimmBeitAdapter, textbook.beit_attention, _blocks("blocks"),
     ),
     "beit_shared_rel_pos": Family(
         _timm("beitv2_base_patch16_224", img_size=32, patch_size=8, depth=3,
               global_pool="token", use_rel_pos_bias=False, use_shared_rel_pos_bias=True,
               use_abs_pos_emb=True),
-        TimmBeitAdapter, ref_lib.beit_attention, _blocks("blocks"),
+        TimmBeitAdapter, textbook.beit_attention, _blocks("blocks"),
     ),
     "eva02_fused_qkv": Family(
         _timm("eva02_tiny_patch14_224", img_size=28, patch_size=7, depth=3,
               global_pool="token"),
-        TimmEvaAdapter, ref_lib.eva_attention, _blocks("blocks"), sizes=((28, 28),),
+        TimmEvaAdapter, textbook.eva_attention, _blocks("blocks"), sizes=((28, 28),),
     ),
     "eva02_separate_qkv": Family(
         _timm("eva02_base_patch14_224", img_size=28, patch_size=7, depth=3,
               global_pool="token"),
-        TimmEvaAdapter, ref_lib.eva_attention, _blocks("blocks"), sizes=((28, 28),),
+        TimmEvaAdapter, textbook.eva_attention, _blocks("blocks"), sizes=((28, 28),),
     ),
     "eva02_registers_qknorm_dynamic": Family(
         _timm("eva02_tiny_patch14_224", img_size=28, patch_size=7, depth=3,
               global_pool="token", num_reg_tokens=2, qk_norm=True, dynamic_img_size=True),
-        TimmEvaAdapter, ref_lib.eva_attention, _blocks("blocks"),
+        TimmEvaAdapter, textbook.eva_attention, _blocks("blocks"),
         sizes=((28, 28), (21, 35), (42, 14)),
     ),
     "deit3": Family(
         _timm("deit3_small_patch16_224", img_size=32, patch_size=8, depth=3),
-        TimmVisionTransformerAdapter, ref_lib.timm_attention, _blocks("blocks"),
+        TimmVisionTransformerAdapter, textbook.timm_attention, _blocks("blocks"),
     ),
 }
 
@@ -165,8 +166,8 @@ def _hf_layers(model: nn.Module) -> List[nn.Module]:
 
 def _hf_explicit(module, args, kwargs, store):
     if hasattr(module, "q_proj"):
-        return ref_lib.hf_attention(module, args, kwargs, store)
-    return ref_lib.hf4_attention(module, args, kwargs, store)
+        return textbook.hf_attention(module, args, kwargs, store)
+    return textbook.hf4_attention(module, args, kwargs, store)
 
 
 HF_FAMILIES: Dict[str, Family] = {
@@ -221,19 +222,6 @@ def daam_flow(model, images, target, token, forward_args=()):
     return rel, maps, accumulate(maps), record["targets"], record["scores"], grid
 
 
-@st.composite
-def cases(draw, name):
-    family = FAMILIES[name]
-    batch = draw(st.integers(1, 3))
-    size = draw(st.sampled_from(family.sizes))
-    token = draw(st.sampled_from(family.tokens))
-    targets = draw(
-        st.none() | st.lists(st.integers(0, NUM_CLASSES - 1), min_size=batch, max_size=batch)
-    )
-    seed = draw(st.integers(0, 2**31 - 1))
-    return batch, size, token, targets, seed
-
-
 @pytest.mark.parametrize("name", sorted(FAMILIES))
 def test_matches_explicit_reference(name):
     model = build(name)
@@ -242,18 +230,17 @@ def test_matches_explicit_reference(name):
     assert type(adapter) is family.adapter
 
     @settings(max_examples=3)
-    @given(cases(name))
+    @given(attribution_cases(family.sizes, family.tokens, NUM_CLASSES))
     def check(case):
         batch, size, token, targets, seed = case
-        generator = torch.Generator().manual_seed(seed)
-        images = torch.randn(batch, 3, *size, generator=generator, dtype=torch.float64)
+        images = random_images(batch, size, seed)
         before = snapshot(model)
         rel, maps, acc, used, scores, grid = daam_flow(model, images, targets, token)
         assert_unchanged(model, before)
-        ref = ref_lib.reference_daam(
-            model, family.attention(model), family.explicit, images, targets,
-            token_index=family.token_index[token], z_row=family.z_row,
-            num_prefix_tokens=adapter.num_prefix_tokens, grid_size=grid,
+        ref = reference_daam(
+            model, family.attention(model), images, targets,
+            token_index=family.token_index[token], num_prefix_tokens=adapter.num_prefix_tokens,
+            grid_size=grid, explicit=family.explicit, z_row=family.z_row,
             logits_of=adapter.logits,
         )
         # Hugging Face's eager kernel takes the softmax in float32 even in a float64
@@ -343,8 +330,8 @@ def test_eva_attention_mask_is_part_of_the_class_row():
     mask[:, 3:9] = False
     flow = DAAM(model).attribute(images, additional_forward_args=(mask,), return_flow=True)
     assert torch.all(flow.token_relevance[:, :, 3:9] == 0)
-    ref = ref_lib.reference_daam(model, _blocks("blocks")(model), ref_lib.eva_attention,
-                                 images, grid_size=flow.grid_size, forward_args=(mask,))
+    ref = reference_daam(model, _blocks("blocks")(model), images, grid_size=flow.grid_size,
+                         explicit=textbook.eva_attention, forward_args=(mask,))
     assert_close_scaled(flow.token_relevance, ref.token_relevance)
 
 

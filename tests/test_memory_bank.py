@@ -1,4 +1,5 @@
-"""MemoryBank: chunked search, files, building (one process and two), validation.
+"""MemoryBank: chunked search, files, building (one process and two), validation; the
+feature forward and the sharding helpers the build uses.
 
 Run as a script under torchrun, this file is the worker of the two-process build test.
 """
@@ -17,6 +18,16 @@ from torch.utils.data import DataLoader, TensorDataset
 from torch.utils.data.distributed import DistributedSampler
 
 from captum_daam import MemoryBank
+from captum_daam._core.knn import l2_normalise, top_k_cosine
+from captum_daam.distributed import (
+    all_gather_rows,
+    dataset_order,
+    rank_and_world,
+    shard_bounds,
+    shard_loader,
+)
+from captum_daam.features import FeatureForward
+from captum_daam.memory_bank import feature_forward
 from families import build
 
 DIM = 48  # embedding width of the tiny families
@@ -160,7 +171,49 @@ def test_bank_validation_errors():
                          progress=False)
 
 
+def test_core_search_restricted_by_class_needs_the_row_labels():
+    rows = F.normalize(torch.randn(6, 4), dim=1)
+    with pytest.raises(ValueError, match="pass row_labels"):
+        top_k_cosine(rows, torch.randn(2, 4), 2, query_labels=torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="one class per query"):
+        top_k_cosine(rows, torch.randn(2, 4), 2, row_labels=torch.zeros(6, dtype=torch.long),
+                     query_labels=torch.tensor([0]))
+    assert l2_normalise(torch.zeros(1, 3, dtype=torch.float16)).dtype == torch.float32
+
+
+def test_feature_forward_has_the_models_mode():
+    model = build("dino")
+    forward = feature_forward(model)
+    assert isinstance(forward, FeatureForward) and not forward.training
+    model.train()
+    assert forward.training
+    forward.eval()  # reaches the model as for any child module
+    assert not model.training and not forward.training
+    with pytest.raises(TypeError, match="feature_fn must be callable"):
+        feature_forward(model, feature_fn="cls")
+
+
 # ----------------------------------------------------------------------------- distributed
+def test_sharding_helpers_without_a_process_group():
+    assert rank_and_world() == (0, 1)
+    bounds = [shard_bounds(7, rank, 3) for rank in range(3)]
+    assert bounds == [(0, 2), (2, 4), (4, 7)]
+    rows = torch.randn(5, 2)
+    assert torch.equal(all_gather_rows(rows), rows)  # one process: the rows themselves
+    assert dataset_order(torch.tensor([0, 1, 2, 3])) is None  # contiguous: no copy
+    assert dataset_order(torch.tensor([0, 2, 1, -1])) is None  # unknown index: as is
+    # Two ranks of a DistributedSampler over 3 items: rank 0 {0, 2}, rank 1 {1, 0 (pad)}.
+    assert dataset_order(torch.tensor([0, 2, 1, 0])).tolist() == [0, 2, 1]
+    dataset = TensorDataset(torch.arange(7.0)[:, None], torch.arange(7))
+    shard, indices = shard_loader(DataLoader(dataset, batch_size=2), 1, 2)
+    assert indices.tolist() == [3, 4, 5, 6]
+    assert torch.cat([labels for _, labels in shard]).tolist() == [3, 4, 5, 6]
+    with pytest.raises(ValueError, match="shuffle=False"):
+        shard_loader(DataLoader(dataset, batch_size=2, shuffle=True), 0, 2)
+    with pytest.raises(ValueError, match="drop_last=False"):
+        shard_loader(DataLoader(dataset, batch_size=2, drop_last=True), 0, 2)
+
+
 WORKER_IMAGES = 7  # odd: uneven shards, and DistributedSampler pads with a duplicate
 
 

@@ -6,31 +6,24 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from captum_daam import DAAM
-from families import FAMILIES, NUM_CLASSES, attention_modules, build, token_index
-from reference import reference_daam
 from assertions import assert_close_scaled
+from families import (FAMILIES, attention_modules, attribution_cases, build, random_images,
+                      token_index)
+from reference import reference_daam
 
 
 @st.composite
 def cases(draw):
     name = draw(st.sampled_from(sorted(FAMILIES)))
     family = FAMILIES[name]
-    batch = draw(st.integers(1, 3))
-    size = draw(st.sampled_from(family.sizes))
-    token = draw(st.sampled_from(family.tokens))
-    targets = draw(
-        st.none() | st.lists(st.integers(0, NUM_CLASSES - 1), min_size=batch, max_size=batch)
-    )
-    seed = draw(st.integers(0, 2**31 - 1))
-    return name, batch, size, token, targets, seed
+    return (name, *draw(attribution_cases(family.sizes, family.tokens)))
 
 
 @given(cases())
 def test_matches_explicit_reference(case):
     name, batch, size, token, targets, seed = case
     model = build(name)
-    generator = torch.Generator().manual_seed(seed)
-    images = torch.randn(batch, 3, *size, generator=generator, dtype=torch.float64)
+    images = random_images(batch, size, seed)
 
     flow = DAAM(model).attribute(images, target=targets, return_flow=True, token=token)
     ref = reference_daam(
@@ -62,8 +55,7 @@ def test_matches_explicit_reference(case):
 def test_layer_subset_matches_reference_rows(name, chosen, seed):
     model = build(name)
     size = FAMILIES[name].sizes[0]
-    images = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(seed),
-                         dtype=torch.float64)
+    images = random_images(2, size, seed)
     blocks = sorted(chosen)
     layers = [model.blocks[i].attn for i in reversed(blocks)]  # order must not matter
     flow = DAAM(model, layer=layers).attribute(images, return_flow=True)

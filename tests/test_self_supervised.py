@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from captum_daam import DAAM, MemoryBank, SelfSupervisedDAAM, SelfSupervisedFlow, upsample
+from captum_daam.features import FeatureForward
 from captum_daam.self_supervised import importance_weights, knn_vote
 from families import FAMILIES, attention_modules, build
 from ssl_reference import reference_ssl_daam
@@ -215,6 +216,26 @@ def test_data_parallel_wrapper_and_training_mode_warning():
             MemoryBank.build(model, images, labels=torch.tensor([0, 1]), progress=False)
     finally:
         model.eval()
+
+
+def test_captum_runs_the_feature_forward_which_follows_the_models_mode():
+    model = build("dino")
+    bank = MemoryBank(*random_bank(10, model.embed_dim, 2, seed=9))
+    images = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    explainer = SelfSupervisedDAAM(model, bank, k=3)  # made in eval mode
+    assert isinstance(explainer.forward_func, FeatureForward)
+    assert explainer.forward_func.model is model
+    model.train()  # after construction: the explainer sees it
+    try:
+        with pytest.warns(UserWarning, match="training mode"):
+            explainer.attribute(images)
+        assert model.training  # left as found
+    finally:
+        model.eval()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*training mode")
+        explainer.attribute(images)
+    assert not model.training
 
 
 def test_vote_and_weights_by_hand():

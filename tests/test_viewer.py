@@ -361,3 +361,36 @@ def test_viewer_in_headless_chromium(explained, browser, tmp_path):
     assert requests and all(url.startswith(("file:", "data:")) for url in requests), requests
     errors = [e for e in browser.events if e.get("method") == "Runtime.exceptionThrown"]
     assert not errors, errors
+
+
+def test_page_is_the_package_assets_filled_once(explained):
+    from importlib.resources import files
+
+    from captum_daam.visualization import FlowStyle
+
+    _, images, flows = explained
+    names = [f"{{{{title}}}} {{{{data}}}} {i}" for i in range(NUM_CLASSES)]
+    page = render_flow_viewer(images, flows, class_names=names, title="T {{css}} <&>",
+                              alpha=0.3, display_size=200, frame_ms=250)
+    assets = files("captum_daam.viewer").joinpath("assets")
+    css = assets.joinpath("viewer.css").read_text(encoding="utf-8")
+    script = assets.joinpath("viewer.js").read_text(encoding="utf-8")
+    assert css.replace("{{size}}", "200") in page
+    assert (script.replace("{{alpha}}", "0.3").replace("{{frame_ms}}", "250")) in page
+    assert page.count("<title>T {{css}} &lt;&amp;&gt;</title>") == 1
+    # Names are data: the braces in them are not filled in.
+    assert page_data(page)["images"][0]["classes"][0]["label"].startswith("{{title}} {{data}}")
+    # A style object gives the same page as its keywords.
+    style = FlowStyle(alpha=0.3, display_size=200, frame_ms=250)
+    assert render_flow_viewer(images, flows, class_names=names, title="T {{css}} <&>",
+                              style=style) == page
+
+
+def test_page_refuses_bad_options_by_name(explained):
+    _, images, flows = explained
+    with pytest.raises(ValueError, match=r"alpha must lie in \[0, 1\]"):
+        render_flow_viewer(images, flows, alpha=1.5)
+    with pytest.raises(ValueError, match="image_format must be one of"):
+        render_flow_viewer(images, flows, image_format="gif")
+    with pytest.raises(TypeError, match="colour"):
+        render_flow_viewer(images, flows, colour="red")

@@ -73,10 +73,12 @@ def test_imagenet_names_only_for_1000_classes():
 
 
 def test_mp4_needs_an_encoder_and_says_so(example, tmp_path, monkeypatch):
+    import shutil
+
     import captum_daam.visualization as visualization
 
     images, flow = example
-    monkeypatch.setattr(visualization.shutil, "which", lambda name: None)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
     with pytest.raises(RuntimeError, match="apt-get install ffmpeg.*flow_gif"):
         visualization.flow_mp4(images[0], flow, tmp_path / "flow.mp4")
 
@@ -97,3 +99,87 @@ def test_mp4_has_one_frame_per_block_plus_hold(example, tmp_path):
         capture_output=True, text=True, check=True).stdout.strip()
     width, height, frames = (int(v) for v in probe.split(","))
     assert (width, height) == (96, 96) and frames == flow.num_blocks + 3
+
+
+def test_style_is_one_set_of_options_given_as_object_or_keywords(example):
+    from dataclasses import FrozenInstanceError
+
+    from captum_daam.visualization import FlowStyle, flow_stills
+
+    images, flow = example
+    style = FlowStyle(mapping="linear", cmap="viridis", alpha=0.3, scale=2)
+    by_style = flow_stills(images[0], flow, style=style)
+    by_keywords = flow_stills(images[0], flow, mapping="linear", cmap="viridis", alpha=0.3,
+                              scale=2)
+    mixed = flow_stills(images[0], flow, style=FlowStyle(mapping="linear", scale=2),
+                        cmap="viridis", alpha=0.3)
+    for other in (by_keywords, mixed):
+        assert len(other) == len(by_style) == flow.num_blocks
+        for a, b in zip(by_style, other, strict=True):
+            np.testing.assert_array_equal(a, b)
+    assert by_style[0].shape == (64, 64, 3)
+    assert FlowStyle.resolve(None, alpha=0.3) == FlowStyle(alpha=0.3)
+    assert FlowStyle.resolve(style) is style
+    assert FlowStyle.split({"style": style, "quality": 50, "title": "T"}) == (
+        FlowStyle(mapping="linear", cmap="viridis", alpha=0.3, scale=2, quality=50),
+        {"title": "T"},
+    )
+    with pytest.raises(FrozenInstanceError):
+        style.alpha = 0.9
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"mapping": "log"}, "choose one of"),
+    ({"alpha": 1.5}, r"alpha must lie in \[0, 1\]"),
+    ({"image_format": "gif"}, "image_format must be one of"),
+    ({"quality": 0}, r"quality must lie in \[1, 100\]"),
+    ({"frame_ms": 0}, "frame_ms must be at least 1"),
+    ({"scale": 0}, "scale must be at least 1"),
+    ({"display_size": 0}, "display_size must be at least 1"),
+])
+def test_style_refuses_bad_options(options, message):
+    from captum_daam.visualization import FlowStyle
+
+    with pytest.raises(ValueError, match=message):
+        FlowStyle(**options)
+
+
+def test_unknown_options_and_styles_are_refused_by_name(example):
+    from captum_daam.visualization import FlowStyle
+
+    images, flow = example
+    with pytest.raises(TypeError, match=r"unknown display option\(s\) \['colour'\]"):
+        flow_figure(images[0], flow, colour="red")
+    with pytest.raises(TypeError, match="style must be a FlowStyle, got dict"):
+        flow_gif(images[0], flow, "unused.gif", style={"alpha": 0.3})
+    with pytest.raises(ValueError, match="which must be one of"):
+        display_frames(flow, 0, "sigmoid", "final")
+    assert FlowStyle.resolve(None) == FlowStyle()
+
+
+def test_class_label_falls_back_to_the_index():
+    from captum_daam.visualization import class_label
+
+    assert class_label(1, ["a", "b"]) == "b"
+    assert class_label(5, ["a", "b"]) == "class 5"
+    assert class_label(3) == "class 3"
+
+
+def test_mp4_speed_follows_the_style(example, tmp_path, monkeypatch):
+    import subprocess
+
+    from captum_daam.visualization import flow_mp4
+
+    images, flow = example
+    commands = []
+
+    def fake_run(command, **kwargs):
+        commands.append(command)
+        return subprocess.CompletedProcess(command, 0, b"", b"")
+
+    monkeypatch.setattr(subprocess, "run", fake_run)
+    flow_mp4(images[0], flow, tmp_path / "a.mp4", ffmpeg="ffmpeg")
+    flow_mp4(images[0], flow, tmp_path / "b.mp4", ffmpeg="ffmpeg", frame_ms=200)
+    flow_mp4(images[0], flow, tmp_path / "c.mp4", ffmpeg="ffmpeg", fps=7, frame_ms=200)
+    rates = [command[command.index("-r") + 1] for command in commands]
+    assert rates == ["2.5", "5.0", "7"]

@@ -2,8 +2,8 @@
 
 :func:`site_gradients` is the pass itself (what every site's attention computed, and the
 gradient of the score at every site's projection input ``Z``); :func:`relevance_flow`
-turns it into DAAM's token relevance, and the gradient-weighted rollout baseline
-(``captum_daam.evaluation.methods``) into its own. :func:`attention_matrices` is the
+turns it into DAAM's token relevance, and :mod:`.attention_gradients` into the attention
+gradients of the gradient-weighted rollout baseline (:mod:`captum_daam.baselines.chefer`). :func:`attention_matrices` is the
 forward alone, for the attention-only baselines.
 """
 

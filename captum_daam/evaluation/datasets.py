@@ -1,4 +1,4 @@
-"""Images with their ground-truth boxes at the model's input, for localisation.
+"""Datasets of images with their ground-truth boxes at the model's input, for localisation.
 
 Every dataset here yields ``(image, label, boxes, image_id)``: the preprocessed image
 (C, H, W), the class, the boxes (K, 4) float64 ``(x0, y0, x1, y1)`` in model-input
@@ -6,198 +6,43 @@ pixels (continuous pixel edges, moved through the same resize and crop as the im
 :func:`~captum_daam.evaluation.boxes_through_transform`) and the image's file or id.
 :func:`collate_boxes` batches them, keeping the boxes a list.
 
-Layouts read:
+* :class:`BoxDataset`: image files with :class:`~.annotations.AnnotatedImage` records,
+  read from any layout of :mod:`.annotations` (:meth:`BoxDataset.from_official`,
+  :meth:`BoxDataset.from_xml`, :meth:`BoxDataset.from_subset`). When an image file is
+  not of the size the boxes were annotated on (images prescaled for distribution), the
+  boxes are scaled to the file first.
+* :class:`SyntheticBoxes`: the embedded model's procedural shapes, whose generator knows
+  each object's exact box.
 
-* **official ImageNet files** (:meth:`BoxDataset.from_official`), as in Choe et al.'s
-  ``wsolevaluation`` metadata: ``localization.txt`` (``val/FILE,x0,y0,x1,y1``, one line
-  per box), ``class_labels.txt`` (``val/FILE,label``) and ``image_sizes.txt``
-  (``val/FILE,w,h``), plus a folder holding (some of) the images;
-* **per-image XML** (:meth:`BoxDataset.from_xml`): ILSVRC / PASCAL VOC
-  ``<annotation>`` files with ``<object><name>n01440764</name><bndbox><xmin>...``;
-  synsets are mapped to class indices with ``timm.data.ImageNetInfo()``;
-* **the subset's ``boxes.csv``** (:meth:`BoxDataset.from_subset`, the layout of
-  :class:`~captum_daam.evaluation.ImageNetSubset`);
-* **synthetic shapes** (:class:`SyntheticBoxes`): the embedded model's data, whose
-  generator knows each object's exact box.
-
-Official and XML boxes are inclusive pixel indices (the last covered column and row);
-they are converted to pixel edges by adding one to ``x1`` and ``y1`` (and subtracting
-the index ``origin`` of the first pixel, 1 for PASCAL VOC). When an image file is not
-of the size the boxes were annotated on (images prescaled for distribution), the boxes
-are scaled to the file first.
+The records and readers are re-exported here (``AnnotatedImage``,
+``load_official_boxes``, ``load_xml_boxes``, ``load_subset_boxes``,
+``imagenet_synsets``).
 """
 
 from __future__ import annotations
 
-import csv
-import xml.etree.ElementTree as ElementTree
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from .annotations import (
+    AnnotatedImage,
+    PathLike,
+    imagenet_synsets,
+    load_official_boxes,
+    load_subset_boxes,
+    load_xml_boxes,
+)
 from .boxes import boxes_through_transform
-from .imagenet import load_subset_boxes
 
-PathLike = Union[str, Path]
 #: ``(image, label, boxes, image_id)``: see the module docstring.
 BoxedItem = Tuple[Tensor, int, Tensor, str]
 
 _IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
-
-
-@dataclass(frozen=True)
-class AnnotatedImage:
-    """One image's annotation.
-
-    Attributes:
-        file: The image's file name or relative path as the annotation names it.
-        label: Class index.
-        boxes: (K, 4) float64 boxes in continuous pixel edges.
-        size: (height, width) of the image the boxes were drawn on; ``None`` when they
-            are in the pixels of the image file itself.
-    """
-
-    file: str
-    label: int
-    boxes: Tensor
-    size: Optional[Tuple[int, int]] = None
-
-
-def _read_rows(path: Path, columns: int) -> List[List[str]]:
-    if not path.is_file():
-        raise ValueError(f"{path} does not exist; expected the official boxes files there")
-    rows = []
-    with open(path, newline="") as handle:
-        for number, row in enumerate(csv.reader(handle), start=1):
-            if not row:
-                continue
-            if len(row) != columns:
-                raise ValueError(
-                    f"{path}:{number}: expected {columns} comma-separated fields, got {row!r}"
-                )
-            rows.append([field.strip() for field in row])
-    return rows
-
-
-def _inclusive_to_edges(boxes: List[List[float]], origin: float = 0.0) -> Tensor:
-    """Inclusive pixel indices to continuous pixel edges, (K, 4) float64."""
-    out = torch.tensor(boxes, dtype=torch.float64).reshape(-1, 4) - origin
-    out[:, 2:] += 1.0
-    return out
-
-
-def load_official_boxes(root: PathLike, files: Sequence[str] = ()) -> List[AnnotatedImage]:
-    """Annotations of the official ImageNet validation files (wsolevaluation layout).
-
-    Args:
-        root: Folder with ``localization.txt``, ``class_labels.txt`` and
-            ``image_sizes.txt``.
-        files: Only these images (names as in the files, e.g. ``val/ILSVRC2012_val_
-            00000001.JPEG``, or their base names); all by default.
-
-    Returns:
-        One :class:`AnnotatedImage` per image with a box, sorted by file, boxes in pixel
-        edges of the original image (``size`` from ``image_sizes.txt``).
-
-    Example::
-
-        >>> entries = load_official_boxes("data/ilsvrc2012_val_boxes")
-        >>> entries[0].file, entries[0].boxes
-        ('val/ILSVRC2012_val_00000001.JPEG', tensor([[111., 108., 442., 194.]], ...))
-    """
-    root = Path(root)
-    wanted = set(files)
-    labels = {f: int(v) for f, v in _read_rows(root / "class_labels.txt", 2)}
-    sizes = {f: (int(h), int(w)) for f, w, h in _read_rows(root / "image_sizes.txt", 3)}
-    boxes: Dict[str, List[List[float]]] = {}
-    for file, *coords in _read_rows(root / "localization.txt", 5):
-        if not wanted or file in wanted or Path(file).name in wanted:
-            boxes.setdefault(file, []).append([float(c) for c in coords])
-    entries = []
-    for file in sorted(boxes):
-        if file not in labels or file not in sizes:
-            raise ValueError(f"{file} has boxes but no label or size in {root}")
-        entries.append(AnnotatedImage(file, labels[file], _inclusive_to_edges(boxes[file]), sizes[file]))
-    found = {e.file for e in entries} | {Path(e.file).name for e in entries}
-    missing = sorted(wanted - found)
-    if missing:
-        raise ValueError(f"no boxes in {root} for {missing[:5]}{' ...' if len(missing) > 5 else ''}")
-    return entries
-
-
-def imagenet_synsets() -> Dict[str, int]:
-    """ImageNet-1k synset (``n01440764``) -> class index, from ``timm.data.ImageNetInfo``."""
-    from timm.data import ImageNetInfo
-
-    return {name: index for index, name in enumerate(ImageNetInfo().label_names())}
-
-
-def _text(node: ElementTree.Element, tag: str, path: Path) -> str:
-    found = node.find(tag)
-    if found is None or found.text is None:
-        raise ValueError(f"{path}: <{node.tag}> has no <{tag}>")
-    return found.text.strip()
-
-
-def load_xml_boxes(
-    folder: PathLike, class_index: Optional[Mapping[str, int]] = None, origin: int = 0
-) -> List[AnnotatedImage]:
-    """Annotations of a folder of per-image XML files (ILSVRC / PASCAL VOC).
-
-    The image's class is its first object's ``<name>``; its boxes are those of all
-    objects of that class. The file of an annotation is its XML file's stem (the
-    image is looked up by stem).
-
-    Args:
-        folder: Folder of ``*.xml`` files (searched recursively).
-        class_index: Object name -> class index; default ImageNet-1k synsets
-            (:func:`imagenet_synsets`).
-        origin: Index of the first pixel in the coordinates: 0 for ILSVRC (as in the
-            official ``localization.txt``), 1 for PASCAL VOC.
-
-    Returns:
-        One :class:`AnnotatedImage` per XML file, sorted by file, boxes in pixel edges
-        of the annotated size (``<size>``).
-
-    Example::
-
-        >>> entries = load_xml_boxes("ILSVRC/Annotations/CLS-LOC/val")
-    """
-    folder = Path(folder)
-    paths = sorted(folder.rglob("*.xml"))
-    if not paths:
-        raise ValueError(f"no .xml annotation files in {folder}")
-    names = imagenet_synsets() if class_index is None else dict(class_index)
-    entries = []
-    for path in paths:
-        root = ElementTree.parse(path).getroot()
-        size = root.find("size")
-        if size is None:
-            raise ValueError(f"{path}: no <size> element")
-        hw = (int(float(_text(size, "height", path))), int(float(_text(size, "width", path))))
-        objects = [(_text(o, "name", path), o) for o in root.iter("object")]
-        if not objects:
-            raise ValueError(f"{path}: no <object>; leave images without boxes out")
-        name = objects[0][0]
-        if name not in names:
-            raise ValueError(
-                f"{path}: object name {name!r} is not a known class; pass class_index="
-                "{name: index} for non-ImageNet annotations"
-            )
-        coords = []
-        for object_name, node in objects:
-            if object_name == name:
-                box = node.find("bndbox")
-                if box is None:
-                    raise ValueError(f"{path}: <object> without <bndbox>")
-                coords.append([float(_text(box, t, path)) for t in ("xmin", "ymin", "xmax", "ymax")])
-        entries.append(AnnotatedImage(path.stem, names[name], _inclusive_to_edges(coords, origin), hw))
-    return entries
 
 
 def _image_index(folder: Path) -> Dict[str, Path]:
@@ -282,16 +127,20 @@ class BoxDataset(Dataset):
         """The ``boxes.csv`` + ``images/`` layout of
         :class:`~captum_daam.evaluation.ImageNetSubset` (boxes in the files' pixels)."""
         root = Path(root)
-        entries = [AnnotatedImage(e.file, e.label, e.boxes) for e in load_subset_boxes(root / "boxes.csv")]
-        if files:
-            wanted = set(files)
-            entries = [e for e in entries if e.file in wanted]
-        return cls(entries, root / "images", transform)
+        return cls(load_subset_boxes(root / "boxes.csv", files), root / "images", transform)
 
     def __len__(self) -> int:
         return len(self.entries)
 
-    def __getitem__(self, index: int) -> BoxedItem:
+    def load(self, index: int) -> Tuple[Tensor, Tensor, Tuple[int, int]]:
+        """The ``index``-th image through ``transform``, its boxes at the model input
+        and the model input's (height, width), as the transform's geometry gives it.
+
+        Example::
+
+            >>> pixels, boxes, size = data.load(0)
+            >>> mask = boxes_mask(boxes, size)
+        """
         entry = self.entries[index]
         with Image.open(self.paths[index]) as image:
             image = image.convert("RGB")
@@ -301,7 +150,12 @@ class BoxDataset(Dataset):
         if entry.size is not None and tuple(entry.size) != size:
             boxes[:, [0, 2]] *= size[1] / entry.size[1]
             boxes[:, [1, 3]] *= size[0] / entry.size[0]
-        boxes, _ = boxes_through_transform(boxes, size, self.transform)
+        boxes, out_size = boxes_through_transform(boxes, size, self.transform)
+        return pixels, boxes, out_size
+
+    def __getitem__(self, index: int) -> BoxedItem:
+        pixels, boxes, _ = self.load(index)
+        entry = self.entries[index]
         return pixels, entry.label, boxes, entry.file
 
 
@@ -364,5 +218,6 @@ __all__ = [
     "collate_boxes",
     "imagenet_synsets",
     "load_official_boxes",
+    "load_subset_boxes",
     "load_xml_boxes",
 ]

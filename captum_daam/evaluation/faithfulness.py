@@ -33,10 +33,11 @@ from captum._utils.typing import TargetType
 from torch import Tensor, nn
 from torchvision.transforms.functional import gaussian_blur
 
-from .._core.targets import target_tensor
 from ..adapters import get_adapter
+from ..baselines import class_targets
 from ..errors import UnsupportedModelError
 from ..input_space import to_input_space
+from .similarity import channel_maps
 
 Forward = Callable[[Tensor], Tensor]
 Baseline = Union[str, float, Tensor, Callable[[Tensor], Tensor]]
@@ -167,7 +168,7 @@ def patch_ranks(maps: Tensor, grid_size: Tuple[int, int]) -> Tensor:
     rank in raster order.
 
     Args:
-        maps: (N, h, w) or (N, 1, h, w) maps.
+        maps: (N, 1, h, w) or (N, h, w) maps.
         grid_size: The patch grid (rows, cols).
 
     Returns:
@@ -177,11 +178,7 @@ def patch_ranks(maps: Tensor, grid_size: Tuple[int, int]) -> Tensor:
 
         >>> patch_ranks(daam.attribute(images), (14, 14))[0].flatten().argsort()[:5]
     """
-    if maps.dim() == 3:
-        maps = maps[:, None]
-    if maps.dim() != 4 or maps.shape[1] != 1:
-        raise ValueError(f"expected maps (N, h, w) or (N, 1, h, w), got shape {tuple(maps.shape)}")
-    maps = maps.detach().to(torch.float64)
+    maps = channel_maps(maps).detach().to(torch.float64)
     if not bool(torch.isfinite(maps).all()):
         raise ValueError("maps contain NaN or infinite values")
     rows, cols = grid_size
@@ -221,7 +218,7 @@ def deletion_insertion(
         images: (N, C, H, W) preprocessed images.
         targets: Classes whose probability is followed: an int, N ints, an integer
             tensor, or ``None`` for each image's predicted class.
-        maps: (N, h, w) or (N, 1, h, w) maps on the patch grid or at any resolution
+        maps: (N, 1, h, w) or (N, h, w) maps on the patch grid or at any resolution
             (average-pooled to the grid).
         grid_size: The patch grid (rows, cols); by default the model's (supported
             models only). H and W must be multiples of rows and cols.
@@ -263,7 +260,7 @@ def deletion_insertion(
         if targets is None:
             targets_t = forward(images).argmax(dim=-1)
         else:
-            targets_t = target_tensor(targets, count, images.device)
+            targets_t = class_targets(targets, count, images.device)
 
         def curve(start: Tensor, end: Tensor) -> Tensor:
             """Probabilities along start -> end, patches switched to ``end`` in rank
@@ -310,7 +307,8 @@ def gaussian_perturbation(std: float = 0.1) -> Callable[[Tensor], Tuple[Tensor, 
 
 
 def explain_in_input_space(explain: Explain) -> Callable[..., Union[Tensor, Tuple[Tensor, ...]]]:
-    """An ``explain(images, targets) -> (N, h, w)`` map function as a Captum explanation
+    """An ``explain(images, targets) -> (N, 1, h, w)`` map function ((N, h, w) is taken
+    too) as a Captum explanation
     function: ``f(inputs, target=None) -> (N, C, H, W)`` attributions (a one-tuple for
     a one-tuple of inputs, as Captum's methods), the maps upsampled to the images and
     repeated over channels with
@@ -329,12 +327,10 @@ def explain_in_input_space(explain: Explain) -> Callable[..., Union[Tensor, Tupl
         if isinstance(inputs, tuple) and len(inputs) != 1:
             raise ValueError("explain functions take one tensor of images")
         images = inputs[0] if isinstance(inputs, tuple) else inputs
-        targets_t = target_tensor(target, int(images.shape[0]), images.device)
+        targets_t = class_targets(target, int(images.shape[0]), images.device)
         with torch.enable_grad():
             maps = explain(images, targets_t)
-        if maps.dim() == 3:
-            maps = maps[:, None]
-        return to_input_space(maps.detach(), inputs)
+        return to_input_space(channel_maps(maps, "maps from explain").detach(), inputs)
 
     return attribution
 
@@ -365,7 +361,8 @@ def captum_metrics(
 
     Args:
         model_or_forward: The classifier (a module or a function images -> logits).
-        explain: ``explain(images, targets) -> (N, h, w)`` maps (any resolution).
+        explain: ``explain(images, targets) -> (N, 1, h, w)`` maps (any resolution;
+            (N, h, w) is taken too).
         images: (N, C, H, W) preprocessed images.
         targets: Classes explained: an int, N ints or an integer tensor (N,).
         n_perturb_samples: Perturbations per image for both metrics.
@@ -375,8 +372,8 @@ def captum_metrics(
         max_examples_per_batch: Captum's batching of perturbed examples.
         seed: Seeds torch's random generator for reproducible perturbations (the global
             state is restored afterwards); ``None`` leaves it alone.
-        maps: ``explain(images, targets)`` if already computed, (N, h, w) or
-            (N, 1, h, w), so that it is not computed again for infidelity.
+        maps: ``explain(images, targets)`` if already computed, (N, 1, h, w) or
+            (N, h, w), so that it is not computed again for infidelity.
 
     Returns:
         ``{"infidelity": (N,), "sensitivity_max": (N,)}`` (lower is better for both).
@@ -388,7 +385,7 @@ def captum_metrics(
     from captum.metrics import infidelity, sensitivity_max
 
     forward = logits_function(model_or_forward)
-    targets_t = target_tensor(targets, int(images.shape[0]), images.device)
+    targets_t = class_targets(targets, int(images.shape[0]), images.device)
     if targets_t is None:
         raise ValueError("captum_metrics needs explicit targets (one class per image)")
     attribution = explain_in_input_space(explain)
@@ -399,8 +396,7 @@ def captum_metrics(
         if maps is None:
             attributions = attribution(images, targets_t)
         else:
-            given = maps if maps.dim() == 4 else maps[:, None]
-            attributions = to_input_space(given.detach(), images)
+            attributions = to_input_space(channel_maps(maps).detach(), images)
         infid = infidelity(
             forward,
             gaussian_perturbation(noise_std),

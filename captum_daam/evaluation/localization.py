@@ -34,7 +34,7 @@ from torch import Tensor
 
 from .boxes import boxes_mask
 from .pointing import energy_in_boxes
-from .similarity import require_extra
+from .similarity import channel_maps, require_extra
 
 #: Default thresholds: 0, 0.01, ..., 0.99, as in Choe et al.'s evaluation code.
 DEFAULT_TAUS: Tensor = torch.arange(100, dtype=torch.float64) / 100
@@ -61,15 +61,8 @@ def _normalised(map2d: np.ndarray) -> np.ndarray:
 
 
 def _as_maps(maps: Tensor) -> np.ndarray:
-    if not isinstance(maps, Tensor):
-        raise TypeError(f"maps must be a tensor, got {type(maps).__name__}")
-    if maps.dim() == 4 and maps.shape[1] == 1:
-        maps = maps[:, 0]
-    if maps.dim() != 3:
-        raise ValueError(
-            f"expected maps (N, H, W) or (N, 1, H, W) at image resolution, got shape "
-            f"{tuple(maps.shape)}"
-        )
+    """(N, 1, H, W) or (N, H, W) maps as a float64 array (N, H, W)."""
+    maps = channel_maps(maps, "maps at image resolution")[:, 0]
     array = maps.detach().to("cpu", torch.float64).numpy()
     if not np.isfinite(array).all():
         raise ValueError("maps contain NaN or infinite values")
@@ -197,7 +190,7 @@ def localization_ious(
     0``) scores 0. About 0.1 s per 224x224 map for 100 thresholds on one CPU core.
 
     Args:
-        maps: (N, H, W) or (N, 1, H, W) maps at image resolution (upsample patch-grid
+        maps: (N, 1, H, W) or (N, H, W) maps at image resolution (upsample patch-grid
             maps first with :func:`captum_daam.upsample`).
         boxes: N tensors (K_i, 4) of true boxes ``(x0, y0, x1, y1)`` in the maps'
             pixels, continuous edges (as :func:`boxes_through_transform` returns them);
@@ -313,7 +306,7 @@ def box_energy(maps: Tensor, boxes: Sequence[Tensor]) -> Tensor:
     union of its image's boxes (pixel centres inside a box count).
 
     Args:
-        maps: (N, H, W) or (N, 1, H, W) maps at image resolution.
+        maps: (N, 1, H, W) or (N, H, W) maps at image resolution.
         boxes: N tensors (K_i, 4) in the maps' pixels.
 
     Returns:

@@ -39,7 +39,7 @@ from ..adapters import get_adapter, unwrap_model
 from ..display import upsample
 from .plotting import line_style
 from .faithfulness import logits_function
-from .similarity import METRICS, map_similarities
+from .similarity import METRICS, channel_maps, map_similarities
 
 Explain = Callable[[Tensor, Tensor], Tensor]
 Row = Dict[str, Union[str, int, float]]
@@ -60,18 +60,10 @@ def _block_of(name: str, modules: Dict[str, nn.Module]) -> str:
     return name.rsplit(".", 1)[0] if "." in name else name
 
 
-def _classifier(model: nn.Module) -> Optional[nn.Module]:
-    get_classifier = getattr(model, "get_classifier", None)
-    head = get_classifier() if callable(get_classifier) else getattr(model, "classifier", None)
-    if isinstance(head, nn.Module) and any(True for _ in head.parameters()):
-        return head
-    return None
-
-
 def randomization_layers(model: nn.Module) -> List[str]:
-    """Layers to randomise, top first: the classifier head (``model.get_classifier()``,
-    or a Hugging Face ``classifier``, when it has parameters), then the blocks from the
-    last to the first.
+    """Layers to randomise, top first: the classifier head (the adapter's
+    :attr:`~captum_daam.adapters.ModelAdapter.classifier`, when it has parameters), then
+    the blocks from the last to the first.
 
     Blocks come from the attention modules found by the model's adapter
     (:func:`captum_daam.adapters.get_adapter`): each is the element of the block list
@@ -89,14 +81,15 @@ def randomization_layers(model: nn.Module) -> List[str]:
         ['head', 'blocks.11', 'blocks.10']
     """
     base = unwrap_model(model)
+    adapter = get_adapter(base)
     modules = dict(base.named_modules())
     blocks: List[str] = []
-    for site in reversed(list(get_adapter(base).sites)):
+    for site in reversed(list(adapter.sites)):
         block = _block_of(site.name, modules)
         if block not in blocks:
             blocks.append(block)
     names = {id(module): name for name, module in modules.items()}
-    head = _classifier(base)
+    head = adapter.classifier
     return ([names[id(head)]] if head is not None and id(head) in names else []) + blocks
 
 
@@ -145,7 +138,8 @@ def randomize_layer(layer: nn.Module, seed: int = 0) -> None:
 
     Example::
 
-        >>> randomize_layer(copy.deepcopy(model).blocks[-1], seed=0)
+        >>> twin = copy.deepcopy(model)
+        >>> randomize_layer(twin.get_submodule(randomization_layers(twin)[1]), seed=0)
     """
     generator = torch.Generator().manual_seed(int(seed))
     with torch.random.fork_rng(devices=[]), torch.no_grad():
@@ -155,14 +149,9 @@ def randomize_layer(layer: nn.Module, seed: int = 0) -> None:
 
 
 def _at_image_size(maps: Tensor, size: Tuple[int, int]) -> Tensor:
-    maps = maps.detach()
-    if maps.dim() == 3:
-        maps = maps[:, None]
-    if maps.dim() != 4 or maps.shape[1] != 1:
-        raise ValueError(
-            f"explain must return maps (N, h, w) or (N, 1, h, w), got shape {tuple(maps.shape)}"
-        )
-    return upsample(maps.to(torch.float64), size)[:, 0]
+    """An explainer's maps upsampled to the images, (N, 1, H, W) float64."""
+    maps = channel_maps(maps, "maps from explain").detach()
+    return upsample(maps.to(torch.float64), size)
 
 
 def _rows(
@@ -202,7 +191,8 @@ def randomization_test(
     Args:
         model: The trained model; never modified (a deep copy is randomised).
         make_explain: ``make_explain(model) -> explain(images, targets) -> maps`` with
-            maps (N, h, w) at any resolution, e.g. the evaluation method registry.
+            maps (N, 1, h, w) (or (N, h, w)) at any resolution, e.g. the evaluation
+            method registry.
         images: (N, C, H, W) preprocessed images.
         targets: (N,) classes to explain, kept fixed at every step; ``None`` takes
             the trained model's predictions (and keeps them).

@@ -3,8 +3,8 @@
 The three measures of Adebayo et al. (2018), "Sanity Checks for Saliency Maps", used by
 :mod:`captum_daam.evaluation.sanity` to compare a method's maps on a model with its maps
 on a randomised copy. Every function takes a single pair of maps (H, W) or a batch
-(N, H, W) (a singleton channel, (N, 1, H, W), is accepted too) and returns a float for a
-pair, a float64 tensor (N,) for a batch.
+(N, 1, H, W), the harness's map shape ((N, H, W) is accepted too, see
+:func:`channel_maps`), and returns a float for a pair, a float64 tensor (N,) for a batch.
 
 A measure that is undefined for a pair (a rank correlation with a constant map, a HOG
 similarity with a featureless map) is NaN, never a made-up number.
@@ -39,6 +39,38 @@ def require_extra(module: str) -> ModuleType:
         ) from error
 
 
+def channel_maps(maps: Tensor, what: str = "maps") -> Tensor:
+    """A batch of maps in the harness's one shape, (N, 1, h, w).
+
+    Explainers return (N, 1, h, w), as ``DAAM.attribute`` and Captum's layer methods do;
+    (N, h, w) is accepted everywhere in :mod:`captum_daam.evaluation` and converted here.
+
+    Args:
+        maps: (N, 1, h, w) or (N, h, w).
+        what: What the maps are, for the message.
+
+    Returns:
+        ``maps`` as (N, 1, h, w) (a view).
+
+    Raises:
+        TypeError / ValueError: for anything else, naming the shape.
+
+    Example::
+
+        >>> channel_maps(torch.rand(4, 14, 14)).shape
+        torch.Size([4, 1, 14, 14])
+    """
+    if not isinstance(maps, Tensor):
+        raise TypeError(f"{what} must be a tensor, got {type(maps).__name__}")
+    if maps.dim() == 3:
+        maps = maps[:, None]
+    if maps.dim() != 4 or maps.shape[1] != 1:
+        raise ValueError(
+            f"expected {what} (N, 1, h, w) or (N, h, w), got shape {tuple(maps.shape)}"
+        )
+    return maps
+
+
 def _pairs(a: Tensor, b: Tensor) -> Tuple[np.ndarray, np.ndarray, bool]:
     """Both inputs as float64 arrays (N, H, W), and whether a single pair was given."""
     if not isinstance(a, Tensor) or not isinstance(b, Tensor):
@@ -51,16 +83,11 @@ def _pairs(a: Tensor, b: Tensor) -> Tuple[np.ndarray, np.ndarray, bool]:
             f"{tuple(b.shape)}; upsample both to one size first (captum_daam.upsample)"
         )
     single = a.dim() == 2
-    if a.dim() == 4 and a.shape[1] == 1:
-        a, b = a[:, 0], b[:, 0]
     if single:
         a, b = a[None], b[None]
-    if a.dim() != 3:
-        raise ValueError(
-            f"expected maps (H, W), (N, H, W) or (N, 1, H, W), got shape {tuple(a.shape)}"
-        )
-    x = a.detach().to("cpu", torch.float64).numpy()
-    y = b.detach().to("cpu", torch.float64).numpy()
+    what = "maps to compare, one pair (H, W) or a batch"
+    x = channel_maps(a, what)[:, 0].detach().to("cpu", torch.float64).numpy()
+    y = channel_maps(b, what)[:, 0].detach().to("cpu", torch.float64).numpy()
     if not (np.isfinite(x).all() and np.isfinite(y).all()):
         raise ValueError("maps contain NaN or infinite values; compare finite maps only")
     return x, y, single
@@ -219,7 +246,7 @@ def map_similarities(
     """Several similarity measures of matching maps of two batches at once.
 
     Args:
-        a: Maps (N, H, W) (or (N, 1, H, W)).
+        a: Maps (N, 1, H, W) (or (N, H, W)).
         b: Maps of the same shape.
         metrics: Names among ``"spearman"``, ``"ssim"`` and ``"hog"``.
 
@@ -236,8 +263,8 @@ def map_similarities(
     if unknown:
         raise ValueError(f"unknown similarity metric(s) {unknown}; choose from {list(METRICS)}")
     if a.dim() == 2:
-        raise ValueError("map_similarities takes batches (N, H, W); add a batch dimension")
+        raise ValueError("map_similarities takes batches (N, 1, H, W); add a batch dimension")
     return {m: functions[m](a, b) for m in metrics}
 
 
-__all__ = ["METRICS", "hog_similarity", "map_similarities", "spearman", "ssim"]
+__all__ = ["METRICS", "channel_maps", "hog_similarity", "map_similarities", "spearman", "ssim"]

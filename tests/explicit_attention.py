@@ -1,23 +1,26 @@
-"""Explicit, slow references for the families beyond timm's VisionTransformer.
+"""Textbook attention, one function per supported attention module, for the explicit
+references (``reference.py``, ``ssl_reference.py``, ``all_queries_reference.py``).
 
-As in ``reference.py``: per example, every attention module's output is recomputed the
-textbook way (all queries, the full T x T attention matrix with the family's relative
-position bias / rotary embedding / mask, or the 1 x T matrix of class attention) and
-substituted for the module's output, so the gradient of the score is taken at that
-explicit ``Z``; the decomposition ``S`` is formed in full and weighted channel by channel.
-Nothing here uses the adapters.
+Each function recomputes its module's output from the full attention matrix (all
+queries and the full T x T matrix with the family's relative position bias / rotary
+embedding / mask / window mask, or the 1 x T matrix of class attention), stores
+``attn`` (N, H, Q, T), ``v`` (N, H, T, hd) and ``Z = attn @ v`` (N, Q, H * hd) in
+``store``, and returns what the module returns, so that ``reference_helpers``'s hooks
+can substitute it for the module's output. Nothing here uses the package.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-Store = Dict[str, Tensor]
+Store = dict[str, Tensor]
+#: ``explicit(module, args, kwargs, store)``: the module's output, the textbook way.
+Explicit = Callable[[nn.Module, tuple, dict, Store], Any]
 
 
 def _finish(store: Store, attn: Tensor, v: Tensor) -> Tensor:
@@ -33,7 +36,7 @@ def _split(t: Tensor, heads: int) -> Tensor:
     return t.reshape(batch, tokens, heads, -1).transpose(1, 2)
 
 
-def _mask_bias(mask: Optional[Tensor], like: Tensor) -> Tensor:
+def _mask_bias(mask: Tensor | None, like: Tensor) -> Tensor:
     if mask is None:
         return torch.zeros((), dtype=like.dtype)
     if mask.dtype == torch.bool:
@@ -41,11 +44,14 @@ def _mask_bias(mask: Optional[Tensor], like: Tensor) -> Tensor:
     return mask.to(like.dtype)
 
 
-# ----------------------------------------------------------------- timm explicit attention
+# ---------------------------------------------------------------------- timm attention
 
 
 def timm_attention(module: nn.Module, args, kwargs, store: Store) -> Tensor:
-    """timm ``Attention`` (VisionTransformer, DeiT-III)."""
+    """timm ``Attention`` (VisionTransformer: ViT, DeiT, DINO, DINOv2, DeiT-III).
+
+    The attention mask and the gate of ``Attention`` are not reproduced.
+    """
     x = args[0]
     heads = module.num_heads
     q, k, v = module.qkv(x).reshape(*x.shape[:2], 3, heads, -1).permute(2, 0, 3, 1, 4)
@@ -140,82 +146,23 @@ def hf4_attention(module: nn.Module, args, kwargs, store: Store) -> Tensor:
     return module.output.dense(z)
 
 
-# --------------------------------------------------------------------------- the reference
+# ------------------------------------------------------------------------ Swin (windows)
 
 
-@dataclass
-class ReferenceFlow:
-    block_maps: Tensor  # (N, B, rows, cols)
-    accumulated: Tensor  # (N, B, rows, cols)
-    token_relevance: Tensor  # (N, B, T)
-    targets: Tensor  # (N,)
-    logits: Tensor  # (N, classes) of the model with explicit attention
-
-
-Explicit = Callable[[nn.Module, tuple, dict, Store], Any]
-
-
-def reference_daam(
-    model: nn.Module,
-    attention_modules: Sequence[nn.Module],
-    explicit: Explicit,
-    images: Tensor,
-    target: Optional[Sequence[int]] = None,
-    token_index: int = 0,
-    z_row: Optional[int] = None,
-    num_prefix_tokens: int = 1,
-    grid_size: Optional[tuple] = None,
-    logits_of: Callable[[Any], Tensor] = lambda output: output,
-    forward_args: tuple = (),
-) -> ReferenceFlow:
-    """DAAM the slow way. ``z_row``: the row of Z (and of the attention) holding the
-    readout token when the module computes fewer queries than tokens (class attention)."""
-    row = token_index if z_row is None else z_row
-    rels: List[Tensor] = []
-    targets: List[int] = []
-    all_logits: List[Tensor] = []
-    for i in range(images.shape[0]):
-        stores: List[Store] = [dict() for _ in attention_modules]
-
-        def make_hook(store: Store):
-            def hook(module, args, kwargs, output):
-                return explicit(module, args, kwargs, store)
-
-            return hook
-
-        handles = [
-            m.register_forward_hook(make_hook(s), with_kwargs=True)
-            for m, s in zip(attention_modules, stores)
-        ]
-        try:
-            with torch.enable_grad():
-                logits = logits_of(model(images[i : i + 1], *forward_args))
-                t = int(logits.argmax()) if target is None else int(target[i])
-                grads = torch.autograd.grad(logits[0, t], [s["z"] for s in stores])
-        finally:
-            for h in handles:
-                h.remove()
-        block_rel = []
-        for store, grad in zip(stores, grads):
-            a0 = store["attn"][0, :, row, :].detach()  # (H, T)
-            v = store["v"][0].detach()  # (H, T, hd)
-            heads, tokens, head_dim = v.shape
-            s = torch.zeros(tokens, heads * head_dim, dtype=v.dtype)
-            for h in range(heads):
-                s[:, h * head_dim : (h + 1) * head_dim] = a0[h][:, None] * v[h]
-            w = grad[0, row].detach().clamp(min=0)
-            block_rel.append(s @ w)
-        rels.append(torch.stack(block_rel))
-        targets.append(t)
-        all_logits.append(logits.detach()[0])
-    rel = torch.stack(rels)
-    maps = rel[:, :, num_prefix_tokens:].clamp(min=0)
-    if grid_size is not None:
-        maps = maps.reshape(*maps.shape[:2], *grid_size)
-    return ReferenceFlow(
-        block_maps=maps,
-        accumulated=maps.cumsum(dim=1),
-        token_relevance=rel,
-        targets=torch.tensor(targets),
-        logits=torch.stack(all_logits),
-    )
+def swin_attention(module: nn.Module, args, kwargs, store: Store) -> Tensor:
+    """timm ``WindowAttention`` (Swin V1): relative position bias, shifted-window mask;
+    the batch dimension of the store is the windows'."""
+    x = args[0]
+    mask = kwargs.get("mask", args[1] if len(args) > 1 else None)
+    windows, tokens, _ = x.shape
+    heads = module.num_heads
+    q, k, v = module.qkv(x).reshape(windows, tokens, 3, heads, -1).permute(2, 0, 3, 1, 4)
+    index = module.relative_position_index.reshape(-1)
+    bias = module.relative_position_bias_table[index].reshape(tokens, tokens, heads)
+    logits = q * module.scale @ k.transpose(-2, -1) + bias.permute(2, 0, 1)
+    if mask is not None:
+        nw = mask.shape[0]
+        logits = logits.reshape(-1, nw, heads, tokens, tokens) + mask[None, :, None]
+        logits = logits.reshape(windows, heads, tokens, tokens)
+    z = _finish(store, logits.softmax(-1), v)
+    return module.proj_drop(module.proj(z))

@@ -1,0 +1,34 @@
+"""What every command shares: the user's errors, the output folder and the device."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+
+class UserError(Exception):
+    """A problem with what the user asked for: reported as one line, exit status 2."""
+
+
+def prepare_out(out: Path) -> None:
+    """Create ``out`` and check it is writable, or raise :class:`UserError`."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as error:
+        raise UserError(f"cannot write to {out}: {error.strerror or error}") from None
+
+
+def choose_device(choice: str) -> torch.device:
+    """The device of ``--device auto|cpu|cuda``; ``auto`` takes CUDA when there is one."""
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda asked for, but no CUDA device is available")
+    return torch.device(choice)
+
+
+__all__ = ["UserError", "choose_device", "prepare_out"]
