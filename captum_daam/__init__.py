@@ -14,7 +14,13 @@ from .baselines import (
     tokens_to_grid,
 )
 from .display import linear_mapping, sigmoid_mapping, upsample
-from .errors import UnsupportedModelError
+from .errors import (
+    DAAMError,
+    InvalidFileError,
+    InvalidInputError,
+    InvalidInputTypeError,
+    UnsupportedModelError,
+)
 from .input_space import DAAMInput, to_input_space
 from .memory_bank import MemoryBank
 from .result import DAAMFlow
@@ -30,6 +36,10 @@ __all__ = [
     "SelfSupervisedDAAM",
     "SelfSupervisedFlow",
     "UnsupportedModelError",
+    "DAAMError",
+    "InvalidFileError",
+    "InvalidInputError",
+    "InvalidInputTypeError",
     "ViTLayerGradCam",
     "attention_rollout",
     "gradient_weighted_rollout",
