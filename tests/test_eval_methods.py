@@ -96,6 +96,13 @@ def norm1_tokens(model, images, targets, prefix, grid):
     return to_grid(out), to_grid(out.grad)
 
 
+def norm1_case(family):
+    """A model of ``family``, its batch and targets, its prefix count and patch grid."""
+    model = build(family)
+    images, targets = _batch(family)
+    return model, images, targets, CASES[family][0], _grid(family, images.shape[-2:])
+
+
 def reference_cam(kind, act, grad):
     if kind == "gradcam":
         weights = grad.mean(dim=(2, 3))
@@ -206,10 +213,7 @@ def test_registry_order_and_names():
 @pytest.mark.parametrize("family", ["vit", "deit_distilled", "vit_registers"])
 @pytest.mark.parametrize("kind", ["gradcam", "layercam", "xgradcam", "gradcam++"])
 def test_gradient_cams_match_reference(family, kind):
-    model = build(family)
-    images, targets = _batch(family)
-    prefix = CASES[family][0]
-    grid = _grid(family, images.shape[-2:])
+    model, images, targets, prefix, grid = norm1_case(family)
     act, grad = norm1_tokens(model, images, targets, prefix, grid)
     _close(make_explainer(kind, model)(images, targets), reference_cam(kind, act, grad))
 
@@ -233,10 +237,7 @@ def test_gradcam_and_layercam_any_grid(rows, cols, seed):
 
 @pytest.mark.parametrize("family", ["vit", "vit_registers"])
 def test_eigencam_matches_principal_component(family):
-    model = build(family)
-    images, targets = _batch(family)
-    prefix = CASES[family][0]
-    grid = _grid(family, images.shape[-2:])
+    model, images, targets, prefix, grid = norm1_case(family)
     act, _ = norm1_tokens(model, images, targets, prefix, grid)
     maps = make_explainer("eigencam", model)(images, targets)
     positive, negative = reference_eigencam(act)
@@ -249,10 +250,7 @@ def test_eigencam_matches_principal_component(family):
 
 @pytest.mark.parametrize("family", ["vit", "deit_distilled"])
 def test_scorecam_matches_reference(family):
-    model = build(family)
-    images, targets = _batch(family)
-    prefix = CASES[family][0]
-    grid = _grid(family, images.shape[-2:])
+    model, images, targets, prefix, grid = norm1_case(family)
     act, _ = norm1_tokens(model, images, targets, prefix, grid)
     expected = reference_scorecam(model, images, targets, act)
     counted = copy.deepcopy(model)
@@ -273,10 +271,7 @@ def test_scorecam_matches_reference(family):
 
 @pytest.mark.parametrize("family", ["vit", "deit_distilled", "vit_registers", "dynamic"])
 def test_chefer_and_raw_attention_match_explicit_attention(family):
-    model = build(family)
-    images, targets = _batch(family)
-    prefix = CASES[family][0]
-    grid = _grid(family, images.shape[-2:])
+    model, images, targets, prefix, grid = norm1_case(family)
     attentions = explicit_attention(model, images, targets)
     _close(make_explainer("chefer", model)(images, targets),
            reference_chefer(attentions, 0, prefix, grid))
@@ -319,10 +314,7 @@ def test_chefer_depends_on_the_target():
 @pytest.mark.parametrize("family", ["deit_distilled", "vit_registers"])
 def test_prefix_tokens_are_dropped(family):
     """Maps differ from what one class token only (the wrong prefix count) would give."""
-    model = build(family)
-    images, targets = _batch(family)
-    prefix = CASES[family][0]
-    grid = _grid(family, images.shape[-2:])
+    model, images, targets, prefix, grid = norm1_case(family)
     act, grad = norm1_tokens(model, images, targets, prefix, grid)
     wrong_act, wrong_grad = norm1_tokens(model, images, targets, 1, grid)
     attentions = explicit_attention(model, images, targets)
