@@ -4,7 +4,7 @@
     >>> flow = DAAM(model).attribute(images, return_flow=True)
 """
 
-from .attr import DAAM
+from .attr import DAAM, model_lock
 from .baselines import (
     ViTLayerGradCam,
     attention_rollout,
@@ -19,6 +19,7 @@ from .errors import (
     InvalidFileError,
     InvalidInputError,
     InvalidInputTypeError,
+    NonFiniteScoresError,
     UnsupportedModelError,
 )
 from .input_space import DAAMInput, to_input_space
@@ -40,11 +41,13 @@ __all__ = [
     "InvalidFileError",
     "InvalidInputError",
     "InvalidInputTypeError",
+    "NonFiniteScoresError",
     "ViTLayerGradCam",
     "attention_rollout",
     "gradient_weighted_rollout",
     "grid_to_tokens",
     "linear_mapping",
+    "model_lock",
     "raw_attention",
     "sigmoid_mapping",
     "to_input_space",

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import warnings
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from contextlib import contextmanager
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 from captum._utils.typing import TargetType
@@ -11,18 +12,48 @@ from captum.attr._utils.attribution import GradientAttribution, LayerAttribution
 from captum.log import log_usage
 from torch import Tensor, nn
 
+from ._core.capture import hold_locks
 from ._core.flow import ScoreFn, relevance_flow
-from ._core.inputs import check_images
+from ._core.inputs import check_inputs
 from ._core.maps import accumulate, block_maps
 from ._core.targets import class_scores, target_tensor
-from .adapters import get_adapter, unwrap_model
-from .errors import UnsupportedModelError
+from .adapters import eager_calls, eager_model, get_adapter, unwrap_model
+from .errors import InvalidInputError, UnsupportedModelError
 from .result import DAAMFlow
 
 Inputs = Union[Tensor, Tuple[Tensor, ...]]
 
 #: The two decompositions: the readout token's row (the paper) or every query row.
 QUERY_MODES = ("readout", "all")
+
+
+@contextmanager
+def model_lock(model: nn.Module) -> Iterator[None]:
+    r"""Hold ``model``'s explanation lock inside the block.
+
+    An explanation installs hooks on the model's modules for one forward and backward
+    pass, and every forward of the model in that time reports to them. DAAM,
+    SelfSupervisedDAAM and the baselines hold this lock for that pass, so explanations
+    of one model from several threads run one after another, each giving the map it
+    gives alone; different models do not wait for each other. Take it around your own
+    forward passes of a model that other threads explain at the same time.
+
+    Args:
+        model: The model, possibly in ``DataParallel`` / ``DistributedDataParallel`` or
+            ``torch.compile`` (the lock is the wrapped module's).
+
+    Returns:
+        A context manager; the lock is re-entrant within one thread and held by weak
+        reference (it goes with the model).
+
+    Example::
+
+        >>> from captum_daam import DAAM, model_lock
+        >>> with model_lock(model):     # in a thread beside others calling DAAM
+        ...     logits = model(images)
+    """
+    with hold_locks([unwrap_model(model)]):
+        yield
 
 
 class _DAAMBase(LayerAttribution, GradientAttribution):
@@ -42,11 +73,12 @@ class _DAAMBase(LayerAttribution, GradientAttribution):
         """``forward_func`` is what Captum runs (default: ``model``); the
         self-supervised explainer passes the model's feature forward."""
         self.adapter = get_adapter(model)
-        forward_func = model if forward_func is None else forward_func
+        # Hooks and compiled graphs do not mix: a compiled model runs as its eager one.
+        forward_func = eager_model(model) if forward_func is None else forward_func
         layers = [layer] if isinstance(layer, nn.Module) else layer
         self.sites = self.adapter.sites_for(layers)
         if not self.sites:
-            raise ValueError("no attention layers to explain: pass at least one layer")
+            raise InvalidInputError("no attention layers to explain: pass at least one layer")
         self.queries = self._query_mode(queries)
         LayerAttribution.__init__(
             self, forward_func, [site.module for site in self.sites], device_ids
@@ -66,7 +98,9 @@ class _DAAMBase(LayerAttribution, GradientAttribution):
         """The decomposition to use: ``queries`` checked against what the model allows,
         or, for ``None``, the readout mode where it explains the prediction."""
         if queries is not None and queries not in QUERY_MODES:
-            raise ValueError(f"queries must be one of {QUERY_MODES} or None, got {queries!r}")
+            raise InvalidInputError(
+                f"queries must be one of {QUERY_MODES} or None, got {queries!r}"
+            )
         readout_refusal = self.adapter.readout_refusal
         if readout_refusal is None and not self.adapter.readout_tokens:
             readout_refusal = f"{self.adapter.family} models have no readout token"
@@ -84,7 +118,7 @@ class _DAAMBase(LayerAttribution, GradientAttribution):
     def _token_index(self, token: Optional[str]) -> Optional[int]:
         if self.queries == "all":
             if token is not None:
-                raise ValueError(
+                raise InvalidInputError(
                     f"token={token!r} selects a readout token, but this explainer uses "
                     "every query (queries='all'); leave token=None or create it with "
                     "queries='readout'"
@@ -94,20 +128,12 @@ class _DAAMBase(LayerAttribution, GradientAttribution):
 
     def _check_inputs(self, inputs: Inputs) -> Tuple[Tuple[Any, ...], Tuple[int, int]]:
         """The inputs as a tuple, validated, and the patch grid of the images."""
-        inputs_tuple = inputs if isinstance(inputs, tuple) else (inputs,)
-        if not inputs_tuple:
-            raise ValueError("inputs is an empty tuple; pass the image batch")
-        grid = check_images(inputs_tuple[0], self.adapter)
+        inputs_tuple, grid = check_inputs(inputs, self.adapter)
         if torch.is_inference_mode_enabled():
             raise RuntimeError(
                 "DAAM needs gradients and cannot run inside torch.inference_mode(); "
                 "torch.no_grad() is fine"
             )
-        # Inference tensors cannot enter autograd; a copy leaves the caller's untouched.
-        inputs_tuple = tuple(
-            t.clone() if isinstance(t, Tensor) and t.is_inference() else t
-            for t in inputs_tuple
-        )
         return inputs_tuple, grid
 
     def _flow(
@@ -127,17 +153,18 @@ class _DAAMBase(LayerAttribution, GradientAttribution):
                 "model.eval() first",
                 stacklevel=3,
             )
-        relevance = relevance_flow(
-            self.forward_func,
-            self.sites,
-            inputs_tuple,
-            score_fn,
-            token_index,
-            additional_forward_args=additional_forward_args,
-            signed_weights=self._signed_weights,
-            device_ids=self.device_ids,
-            grid_size=grid,
-        )
+        with model_lock(self.adapter.model), eager_calls(self.adapter.model):
+            relevance = relevance_flow(
+                self.forward_func,
+                self.sites,
+                inputs_tuple,
+                score_fn,
+                token_index,
+                additional_forward_args=additional_forward_args,
+                signed_weights=self._signed_weights,
+                device_ids=self.device_ids,
+                grid_size=grid,
+            )
         maps = block_maps(relevance, self.adapter.num_prefix_tokens, grid)
         return DAAMFlow(
             block_maps=maps,
@@ -175,7 +202,10 @@ class DAAM(_DAAMBase):
             with a class token (``vit_*``, ``deit_*``, distilled DeiT, register models,
             DINO / DINOv2 architectures with a head), CaiT, XCiT, BEiT, EVA-02, or a
             Hugging Face ViT / DeiT / DINOv2 classifier. May be wrapped in
-            ``DataParallel``. See docs/models.md.
+            ``DataParallel`` or compiled (``torch.compile(model)`` or
+            ``model.compile()``): a compiled model is explained as its eager model, with
+            equal maps; the compiled graph is not used for the explanation and nothing
+            is compiled. See docs/models.md.
         layer: ``None`` explains every block whose attention the class token reads out
             through. An attention module (e.g. ``model.blocks[-1].attn``) or a list of
             them restricts DAAM to those blocks; maps accumulate over the chosen ones.
@@ -190,6 +220,9 @@ class DAAM(_DAAMBase):
             a time after the backward pass. ``None`` (default) picks ``"readout"`` where
             the model is read out from a class token, else ``"all"``. See
             docs/method.md.
+
+    Calls from several threads are safe: the explanations of one model run one after
+    another (:func:`captum_daam.model_lock`), each equal to the same call made alone.
     """
 
     def __init__(
@@ -201,7 +234,7 @@ class DAAM(_DAAMBase):
     ) -> None:
         super().__init__(model, layer, device_ids, queries)
         if self.adapter.num_classes == 0:
-            raise ValueError(
+            raise UnsupportedModelError(
                 f"{type(self.adapter.model).__name__} has no classifier head "
                 "(num_classes=0), so there is no class score to explain; use "
                 "SelfSupervisedDAAM with a memory bank, or attach a head"
@@ -268,3 +301,6 @@ class DAAM(_DAAMBase):
             inputs_tuple, grid, score_fn, additional_forward_args, token, record
         )
         return flow if return_flow else flow.final
+
+
+__all__ = ["DAAM", "QUERY_MODES", "model_lock"]

@@ -12,6 +12,8 @@ import torch
 from captum.attr import LayerAttribution
 from torch import Tensor
 
+from .errors import InvalidInputError, InvalidInputTypeError
+
 
 def _min_max(x: Tensor, dims: Tuple[int, ...]) -> Tensor:
     low = x.amin(dim=dims, keepdim=True)
@@ -19,11 +21,31 @@ def _min_max(x: Tensor, dims: Tuple[int, ...]) -> Tensor:
     return torch.where(span > 0, (x - low) / span.clamp(min=1e-30), torch.zeros_like(x))
 
 
-def _check_flow(flow: Tensor) -> None:
-    if flow.dim() != 4:
-        raise ValueError(
-            f"expected a flow of maps (N, blocks, rows, cols), got shape {tuple(flow.shape)}"
+def check_maps(maps: object, what: str = "maps (N, C, rows, cols)") -> Tensor:
+    """Refuse anything but a real-valued 4-D tensor of maps with at least one row and
+    column, naming the problem; return ``maps`` (integer maps as float32).
+
+    Args:
+        maps: The maps to check.
+        what: How the maps are called in the message, with their expected shape.
+
+    Raises:
+        InvalidInputTypeError: not a tensor, or complex / boolean values.
+        InvalidInputError: not 4-D, or no rows or columns.
+    """
+    if not isinstance(maps, Tensor):
+        raise InvalidInputTypeError(f"expected {what} as a tensor, got {type(maps).__name__}")
+    if maps.is_complex() or maps.dtype == torch.bool:
+        raise InvalidInputTypeError(
+            f"{what} have dtype {maps.dtype}; pass real-valued maps (e.g. maps.float())"
         )
+    if maps.dim() != 4 or maps.shape[-2] == 0 or maps.shape[-1] == 0:
+        raise InvalidInputError(f"expected {what}, got shape {tuple(maps.shape)}")
+    return maps if maps.is_floating_point() else maps.float()
+
+
+def _check_flow(flow: Tensor) -> Tensor:
+    return check_maps(flow, "a flow of maps (N, blocks, rows, cols)")
 
 
 def linear_mapping(flow: Tensor) -> Tensor:
@@ -31,7 +53,7 @@ def linear_mapping(flow: Tensor) -> Tensor:
 
     One scale for all blocks of an example, so growth of the accumulated map shows.
     """
-    _check_flow(flow)
+    flow = _check_flow(flow)
     return _min_max(flow, (1, 2, 3))
 
 
@@ -42,7 +64,7 @@ def sigmoid_mapping(flow: Tensor, gain: float = 5.0) -> Tensor:
     ``D_B`` is the last map of the flow. Early, faint blocks become visible while the
     ordering within each frame is kept.
     """
-    _check_flow(flow)
+    flow = _check_flow(flow)
     peak = flow[:, -1:].amax(dim=(-2, -1), keepdim=True).clamp(min=1e-30)
     squashed = torch.sigmoid(gain * flow / peak) - 0.5
     return _min_max(squashed, (2, 3))
@@ -53,8 +75,9 @@ def upsample(
 ) -> Tensor:
     """Upsample maps (N, C, rows, cols) to ``size`` with Captum's
     ``LayerAttribution.interpolate`` (as for LayerGradCam)."""
-    if maps.dim() != 4:
-        raise ValueError(f"expected maps (N, C, rows, cols), got shape {tuple(maps.shape)}")
+    maps = check_maps(maps)
     if isinstance(size, int):
         size = (size, size)
+    if len(size) != 2 or min(int(s) for s in size) < 1:
+        raise InvalidInputError(f"size must be (height, width) of at least 1, got {size}")
     return LayerAttribution.interpolate(maps, tuple(size), interpolate_mode=mode)

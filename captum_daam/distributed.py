@@ -15,6 +15,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, IterableDataset, SequentialSampler, Subset
 
+from .errors import InvalidInputError
+
 #: Rows per ``all_gather`` step of :func:`all_gather_rows`.
 GATHER_ROWS = 65536
 
@@ -84,19 +86,19 @@ def shard_loader(
         items, (n,) long.
     """
     if isinstance(loader.dataset, IterableDataset):
-        raise ValueError(
+        raise InvalidInputError(
             f"{purpose} needs a DataLoader over a map-style dataset, so that each rank "
             "can load its own shard"
         )
     if not isinstance(loader.sampler, SequentialSampler) or loader.batch_size is None:
-        raise ValueError(
+        raise InvalidInputError(
             f"{purpose} shards a DataLoader with shuffle=False and a batch_size (a "
             "loader whose sampler is a DistributedSampler is sharded already); this "
             f"loader has a {type(loader.sampler).__name__} and batch_size="
             f"{loader.batch_size}"
         )
     if loader.drop_last:
-        raise ValueError(
+        raise InvalidInputError(
             f"{purpose} cannot shard a loader with drop_last=True: it would leave items "
             "out; use drop_last=False"
         )

@@ -7,7 +7,8 @@ would expect (``ValueError``, ``TypeError``), so ``except ValueError`` keeps wor
     DAAMError
     ├── UnsupportedModelError   (ValueError)  the model's architecture is not supported
     ├── InvalidInputError       (ValueError)  bad images, targets, options or arguments
-    │   └── InvalidInputTypeError (TypeError) ... of the wrong type
+    │   ├── InvalidInputTypeError (TypeError) ... of the wrong type
+    │   └── NonFiniteScoresError (FloatingPointError) the model scored NaN or infinity
     └── InvalidFileError        (ValueError)  a bank, weights or image file that cannot
                                               be read or is not what it should be
 """
@@ -34,6 +35,11 @@ class InvalidInputTypeError(InvalidInputError, TypeError):
     """An input or argument of the wrong type (also a ``TypeError``)."""
 
 
+class NonFiniteScoresError(InvalidInputError, FloatingPointError):
+    """The model produced NaN or infinite scores for these inputs (also a
+    ``FloatingPointError``): check the inputs and, in float16, try bfloat16 or float32."""
+
+
 class InvalidFileError(DAAMError, ValueError):
     """A file the user named (a memory bank, model weights, an image) that cannot be read
     or does not hold what it should: truncated, corrupt, of another format, unsafe to
@@ -45,5 +51,6 @@ __all__ = [
     "InvalidFileError",
     "InvalidInputError",
     "InvalidInputTypeError",
+    "NonFiniteScoresError",
     "UnsupportedModelError",
 ]

@@ -13,7 +13,8 @@ from typing import Any, Callable, Optional
 
 from torch import Tensor, nn
 
-from .adapters import get_adapter, unwrap_model
+from .adapters import eager_model, get_adapter, unwrap_model
+from .errors import InvalidInputError, InvalidInputTypeError
 
 #: ``feature_fn(model, *inputs) -> (N, D)``: the embedding of a batch. ``model`` is the
 #: module that runs (the model itself, or its replica on one device under
@@ -73,11 +74,12 @@ def feature_forward(model: nn.Module, feature_fn: Optional[FeatureFn] = None) ->
         >>> forward(torch.randn(2, 3, 224, 224)).shape
         torch.Size([2, 384])
     """
+    model = eager_model(model)  # a compiled model runs as its eager one
     base = unwrap_model(model)
     if feature_fn is None:
         feature_fn = get_adapter(base).features
     elif not callable(feature_fn):
-        raise TypeError(
+        raise InvalidInputTypeError(
             f"feature_fn must be callable as feature_fn(model, images, ...) -> (N, D), "
             f"got {type(feature_fn).__name__}"
         )
@@ -105,18 +107,18 @@ def check_feature_output(features: object, context: str = "feature_fn") -> Tenso
         ValueError: not (N, D).
     """
     if not isinstance(features, Tensor):
-        raise TypeError(
+        raise InvalidInputTypeError(
             f"{context} must return a tensor of features (N, D), got "
             f"{type(features).__name__}"
         )
     if features.dim() != 2:
-        raise ValueError(
+        raise InvalidInputError(
             f"{context} must return one feature vector per image, shape (N, D); got "
             f"{tuple(features.shape)}. For timm ViTs the default is "
             "model.forward_head(model.forward_features(x), pre_logits=True)"
         )
     if not features.is_floating_point():
-        raise TypeError(f"{context} returned {features.dtype} features; expected floats")
+        raise InvalidInputTypeError(f"{context} returned {features.dtype} features; expected floats")
     return features
 
 

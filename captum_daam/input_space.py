@@ -21,7 +21,8 @@ from captum.log import log_usage
 from torch import Tensor, nn
 
 from .attr import DAAM
-from .display import upsample
+from .display import check_maps, upsample
+from .errors import InvalidInputError, InvalidInputTypeError
 
 
 @overload
@@ -63,9 +64,12 @@ def to_input_space(
     images = inputs[0] if isinstance(inputs, tuple) else inputs
     if not isinstance(images, Tensor) or images.dim() != 4:
         shape = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
-        raise ValueError(f"expected images (N, C, H, W) as the first input, got {shape}")
-    if maps.dim() != 4 or maps.shape[1] != 1 or maps.shape[0] != images.shape[0]:
-        raise ValueError(
+        raise InvalidInputError(f"expected images (N, C, H, W) as the first input, got {shape}")
+    maps = check_maps(maps, f"maps (N, 1, rows, cols) for {images.shape[0]} images")
+    if images.shape[-2] == 0 or images.shape[-1] == 0:
+        raise InvalidInputError(f"the images have no pixels, shape {tuple(images.shape)}")
+    if maps.shape[1] != 1 or maps.shape[0] != images.shape[0]:
+        raise InvalidInputError(
             f"expected maps (N, 1, rows, cols) for {images.shape[0]} images, got shape "
             f"{tuple(maps.shape)}"
         )
@@ -78,7 +82,7 @@ def to_input_space(
     rest: List[Tensor] = []
     for position, extra in enumerate(inputs[1:], start=1):
         if not isinstance(extra, Tensor):
-            raise TypeError(
+            raise InvalidInputTypeError(
                 f"input {position} is a {type(extra).__name__}, not a tensor; pass "
                 "non-tensor model arguments as additional_forward_args"
             )

@@ -26,6 +26,7 @@ from ._core.knn import (
     top_k_cosine,
 )
 from .adapters import model_name, unwrap_model
+from .errors import InvalidFileError, InvalidInputError, InvalidInputTypeError
 from .features import FeatureFn, check_feature_output, feature_forward
 from .memory_bank_build import embed_dataset, total_dataset
 
@@ -34,6 +35,96 @@ PathLike = Union[str, "os.PathLike[str]"]
 #: Written into every bank file, checked on load.
 _FORMAT_KEY = "captum_daam"
 _FORMAT_VALUE = "memory_bank/1"
+#: The fix named by every error about a bank file.
+_REBUILD = "rebuild it with MemoryBank.build and save it with MemoryBank.save"
+_FEATURE_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+_LABEL_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
+
+
+def _check_bank_tensors(features: Tensor, labels: Tensor) -> None:
+    """Raise :class:`InvalidInputError` unless ``features`` (M, D) floats and ``labels``
+    (M,) integers make a bank (non-empty, finite)."""
+    if not isinstance(features, Tensor) or not isinstance(labels, Tensor):
+        raise InvalidInputTypeError(
+            "a MemoryBank holds tensors: features (M, D) and labels (M,); got "
+            f"{type(features).__name__} and {type(labels).__name__}"
+        )
+    if features.dim() != 2:
+        raise InvalidInputError(
+            f"bank features must be (M, D), one row per image; got shape "
+            f"{tuple(features.shape)}"
+        )
+    if not features.is_floating_point():
+        raise InvalidInputTypeError(
+            f"bank features have dtype {features.dtype}; expected floating point"
+        )
+    if labels.dim() != 1 or labels.is_floating_point() or labels.dtype == torch.bool \
+            or labels.is_complex():
+        raise InvalidInputError(
+            f"bank labels must be integer class indices of shape (M,); got "
+            f"{labels.dtype} of shape {tuple(labels.shape)}"
+        )
+    if features.shape[0] != labels.shape[0]:
+        raise InvalidInputError(
+            f"the bank has {features.shape[0]} feature rows but {labels.shape[0]} "
+            "labels; they must match one to one"
+        )
+    if features.shape[0] == 0:
+        raise InvalidInputError(
+            "the memory bank is empty: it needs at least one labelled feature (was "
+            "the dataset or loader empty?)"
+        )
+    if features.shape[1] == 0:
+        raise InvalidInputError("bank features have 0 dimensions")
+    if not bool(torch.isfinite(features).all()):
+        raise InvalidInputError(
+            "bank features contain NaN or infinite values; rebuild the bank (in "
+            "float16, try bfloat16 or float32)"
+        )
+
+
+def _not_a_bank(path: str, problem: str) -> InvalidFileError:
+    return InvalidFileError(f"{path} is not a captum_daam memory bank: {problem}; {_REBUILD}")
+
+
+def _read_bank_file(path: str) -> Tuple[Dict[str, Tensor], Dict[str, str]]:
+    """The tensors and metadata of the bank file at ``path``, checked, or
+    :class:`InvalidFileError` naming the path, the problem and the fix."""
+    from safetensors import safe_open
+
+    if not os.path.isfile(path):
+        kind = ("it is a folder" if os.path.isdir(path) else "it is not a regular file"
+                if os.path.exists(path) else "a broken or looping symbolic link"
+                if os.path.islink(path) else "no such file")
+        raise InvalidFileError(f"cannot read memory bank {path}: {kind}; give the path of "
+                               "a file written by MemoryBank.save")
+    try:
+        with safe_open(path, framework="pt", device="cpu") as handle:
+            metadata = dict(handle.metadata() or {})
+            keys = set(handle.keys())
+            if metadata.get(_FORMAT_KEY) != _FORMAT_VALUE or keys != {"features", "labels"}:
+                raise _not_a_bank(path, (
+                    f"expected tensors 'features' and 'labels' and metadata {_FORMAT_KEY}="
+                    f"{_FORMAT_VALUE!r}; found tensors {sorted(keys)[:8]}, metadata "
+                    f"{_FORMAT_KEY}={str(metadata.get(_FORMAT_KEY))[:40]!r}"))
+            tensors = {key: handle.get_tensor(key) for key in keys}
+    except InvalidFileError:
+        raise
+    except Exception as error:  # SafetensorError, OSError, unsupported dtypes, ...
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        reason = reason.replace("Error while deserializing header: ", "")[:200]
+        raise _not_a_bank(path, f"it cannot be read as a safetensors file ({reason}; "
+                                "truncated, corrupt or of another format)") from None
+    features, labels = tensors["features"], tensors["labels"]
+    if features.dtype not in _FEATURE_DTYPES or labels.dtype not in _LABEL_DTYPES:
+        raise _not_a_bank(path, f"its features are {features.dtype} and its labels "
+                                f"{labels.dtype}; expected floating point and integer")
+    try:
+        _check_bank_tensors(features, labels)
+    except InvalidInputError as error:
+        raise _not_a_bank(path, str(error)) from None
+    metadata.pop(_FORMAT_KEY)
+    return tensors, metadata
 
 
 class MemoryBank:
@@ -70,42 +161,7 @@ class MemoryBank:
         normalize: bool = True,
         metadata: Optional[Mapping[str, str]] = None,
     ) -> None:
-        if not isinstance(features, Tensor) or not isinstance(labels, Tensor):
-            raise TypeError(
-                "a MemoryBank holds tensors: features (M, D) and labels (M,); got "
-                f"{type(features).__name__} and {type(labels).__name__}"
-            )
-        if features.dim() != 2:
-            raise ValueError(
-                f"bank features must be (M, D), one row per image; got shape "
-                f"{tuple(features.shape)}"
-            )
-        if not features.is_floating_point():
-            raise TypeError(
-                f"bank features have dtype {features.dtype}; expected floating point"
-            )
-        if labels.dim() != 1 or labels.is_floating_point() or labels.dtype == torch.bool:
-            raise ValueError(
-                f"bank labels must be integer class indices of shape (M,); got "
-                f"{labels.dtype} of shape {tuple(labels.shape)}"
-            )
-        if features.shape[0] != labels.shape[0]:
-            raise ValueError(
-                f"the bank has {features.shape[0]} feature rows but {labels.shape[0]} "
-                "labels; they must match one to one"
-            )
-        if features.shape[0] == 0:
-            raise ValueError(
-                "the memory bank is empty: it needs at least one labelled feature (was "
-                "the dataset or loader empty?)"
-            )
-        if features.shape[1] == 0:
-            raise ValueError("bank features have 0 dimensions")
-        if not bool(torch.isfinite(features).all()):
-            raise ValueError(
-                "bank features contain NaN or infinite values; rebuild the bank (in "
-                "float16, try bfloat16 or float32)"
-            )
+        _check_bank_tensors(features, labels)
         if normalize:
             features = l2_normalise(features).to(features.dtype)
         self._features = features
@@ -167,7 +223,7 @@ class MemoryBank:
         """Raise a clear error unless ``features`` are (N, D) floats matching the bank."""
         check_feature_output(features, context)
         if features.shape[1] != self.dim:
-            raise ValueError(
+            raise InvalidInputError(
                 f"{context} have {features.shape[1]} dimensions but the memory bank holds "
                 f"{self.dim}-dimensional features; build the bank with the same backbone "
                 "and feature function as the model you explain"
@@ -180,7 +236,7 @@ class MemoryBank:
             missing = sorted(set(classes[~present.to(classes.device)].tolist()))
             shown = ", ".join(str(c) for c in self.classes[:20].tolist())
             more = ", ..." if len(self.classes) > 20 else ""
-            raise ValueError(
+            raise InvalidInputError(
                 f"target class {missing} has no entry in the memory bank, so there are no "
                 f"neighbours of that class to take importance weights from; the bank "
                 f"holds {len(self.classes)} classes ({shown}{more})"
@@ -189,10 +245,12 @@ class MemoryBank:
     def check_k(self, k: int) -> None:
         """Raise a clear error unless ``k`` is a number of neighbours the bank can give
         (a positive int, at most ``len(bank)``)."""
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(f"k must be a positive int, got {k!r}")
+        if isinstance(k, bool) or not isinstance(k, int):
+            raise InvalidInputTypeError(f"k must be a positive int, got {k!r}")
+        if k < 1:
+            raise InvalidInputError(f"k must be a positive int, got {k!r}")
         if k > len(self):
-            raise ValueError(
+            raise InvalidInputError(
                 f"k={k} nearest neighbours were asked for, but the memory bank holds only "
                 f"{len(self)} entries; use k <= {len(self)} or a larger bank"
             )
@@ -238,39 +296,67 @@ class MemoryBank:
 
     # ------------------------------------------------------------------ files
     def save(self, path: PathLike) -> None:
-        """Write the bank to a safetensors file (features, labels and metadata)."""
+        """Write the bank to a safetensors file (features, labels and metadata).
+
+        Args:
+            path: The file to write (conventionally ``*.safetensors``); its folder must
+                exist and be writable.
+
+        Raises:
+            InvalidFileError: ``path`` is a folder, or cannot be written.
+
+        Example::
+
+            >>> bank.save("bank.safetensors")
+        """
         from safetensors.torch import save_file
 
-        metadata = {**self.metadata, _FORMAT_KEY: _FORMAT_VALUE}
-        save_file(
-            {"features": self._features.detach().contiguous().cpu(),
-             "labels": self._labels.contiguous().cpu()},
-            os.fspath(path), metadata=metadata,
-        )
+        path = os.fspath(path)
+        folder = os.path.dirname(os.path.abspath(path))
+        problem = ("it is a folder" if os.path.isdir(path) else
+                   f"the folder {folder} does not exist" if not os.path.isdir(folder) else None)
+        if problem is None:
+            try:
+                save_file(
+                    {"features": self._features.detach().contiguous().cpu(),
+                     "labels": self._labels.contiguous().cpu()},
+                    path, metadata={**self.metadata, _FORMAT_KEY: _FORMAT_VALUE},
+                )
+                return
+            except Exception as error:  # SafetensorError wrapping the OS error
+                problem = str(error).replace("Error while serializing: ", "").splitlines()[0]
+        raise InvalidFileError(f"cannot write the memory bank to {path}: {problem}; "
+                               "choose a file in a writable folder")
 
     @classmethod
     def load(
         cls, path: PathLike, device: Union[str, torch.device] = "cpu",
         dtype: Optional[torch.dtype] = None,
     ) -> "MemoryBank":
-        """Read a bank written by :meth:`save`, onto ``device`` (optionally cast)."""
-        from safetensors import safe_open
+        """Read a bank written by :meth:`save`, onto ``device`` (optionally cast).
 
-        path = os.fspath(path)
-        tensors: Dict[str, Tensor] = {}
-        with safe_open(path, framework="pt", device="cpu") as handle:
-            metadata = dict(handle.metadata() or {})
-            keys = set(handle.keys())
-            if metadata.get(_FORMAT_KEY) != _FORMAT_VALUE or keys != {"features", "labels"}:
-                raise ValueError(
-                    f"{path} is not a captum_daam memory bank (expected tensors 'features' "
-                    f"and 'labels' and metadata {_FORMAT_KEY}={_FORMAT_VALUE!r}; found "
-                    f"tensors {sorted(keys)}, metadata {_FORMAT_KEY}="
-                    f"{metadata.get(_FORMAT_KEY)!r})"
-                )
-            for key in keys:
-                tensors[key] = handle.get_tensor(key)
-        metadata.pop(_FORMAT_KEY)
+        Args:
+            path: The bank file.
+            device: Where the bank is kept (default CPU).
+            dtype: Floating dtype to cast the features to; ``None`` keeps the file's.
+
+        Returns:
+            *MemoryBank*: the bank, searched where it lives.
+
+        Raises:
+            InvalidFileError: ``path`` is missing, a folder, truncated, corrupt, of
+                another format or holds tensors of the wrong shapes or dtypes; the
+                message names the path, the problem and the fix. Never a third-party
+                exception.
+
+        Example::
+
+            >>> bank = MemoryBank.load("bank.safetensors", device="cuda")
+        """
+        if dtype is not None and (not isinstance(dtype, torch.dtype)
+                                  or not dtype.is_floating_point):
+            raise InvalidInputTypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
+        tensors, metadata = _read_bank_file(os.fspath(path))
         features = tensors["features"].to(device=device, dtype=dtype)
         return cls(features, tensors["labels"], normalize=False, metadata=metadata)
 

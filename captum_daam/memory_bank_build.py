@@ -26,6 +26,7 @@ from .distributed import (
     shard_bounds,
     shard_loader,
 )
+from .errors import InvalidInputError, InvalidInputTypeError
 from .features import FeatureFn, check_feature_output, feature_forward
 
 Batch = Tuple[Tensor, Tensor]
@@ -74,7 +75,7 @@ def embed_dataset(
         >>> features, labels = embed_dataset(model, loader, progress=False)
     """
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-        raise TypeError(f"dtype must be a floating dtype, got {dtype!r}")
+        raise InvalidInputTypeError(f"dtype must be a floating dtype, got {dtype!r}")
     base = unwrap_model(model)
     if device is None:
         param = next(iter(base.parameters()), None)
@@ -103,7 +104,7 @@ def embed_dataset(
                 images = images.to(device, non_blocking=True)
                 features = check_feature_output(forward(images))
                 if features.shape[0] != images.shape[0]:
-                    raise ValueError(
+                    raise InvalidInputError(
                         f"feature_fn returned {features.shape[0]} feature rows for "
                         f"{images.shape[0]} images"
                     )
@@ -124,7 +125,7 @@ def embed_dataset(
                 stacklevel=3,
             )
     if features is None or features.shape[0] == 0:
-        raise ValueError("the memory bank is empty: the data yielded no images")
+        raise InvalidInputError("the memory bank is empty: the data yielded no images")
     return features, all_labels
 
 
@@ -145,13 +146,13 @@ class _Collector:
     def add(self, features: Tensor, labels: Tensor) -> None:
         labels = torch.as_tensor(labels)
         if labels.dim() != 1 or labels.shape[0] != features.shape[0]:
-            raise ValueError(
+            raise InvalidInputError(
                 f"a batch of {features.shape[0]} images came with labels of shape "
                 f"{tuple(labels.shape)}; the data must yield (images, labels) with one "
                 "integer label per image"
             )
         if labels.is_floating_point() or labels.dtype == torch.bool:
-            raise TypeError(f"labels must be integer class indices, got {labels.dtype}")
+            raise InvalidInputTypeError(f"labels must be integer class indices, got {labels.dtype}")
         self.labels.append(labels.to(self.device, torch.long))
         rows = features.shape[0]
         if self.buffer is None and self.total is not None and not self.features:
@@ -183,7 +184,7 @@ class _Collector:
 def _split_batch(batch: object) -> Batch:
     if isinstance(batch, (tuple, list)) and len(batch) >= 2 and isinstance(batch[0], Tensor):
         return batch[0], torch.as_tensor(batch[1])
-    raise TypeError(
+    raise InvalidInputTypeError(
         "each batch must be (images, labels, ...) with images a tensor (N, C, H, W); got "
         f"{type(batch).__name__}. Wrap the dataset so that it yields (image, label)"
     )
@@ -197,16 +198,16 @@ def _shard(
     distributed = world > 1
     if isinstance(data, Tensor):
         if labels is None:
-            raise ValueError(
+            raise InvalidInputError(
                 "MemoryBank.build from an image tensor needs labels=, one class per image"
             )
         labels = torch.as_tensor(labels)
         if labels.dim() != 1 or labels.shape[0] != data.shape[0]:
-            raise ValueError(
+            raise InvalidInputError(
                 f"{data.shape[0]} images but labels of shape {tuple(labels.shape)}"
             )
         if batch_size < 1:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
+            raise InvalidInputError(f"batch_size must be positive, got {batch_size}")
         lo, hi = shard_bounds(data.shape[0], rank, world)
 
         def tensor_batches() -> Iterator[Batch]:
@@ -217,7 +218,7 @@ def _shard(
         indices = torch.arange(lo, hi) if distributed else None
         return tensor_batches(), hi - lo, indices
     if labels is not None:
-        raise ValueError("labels= is only for image tensors; a loader yields its labels")
+        raise InvalidInputError("labels= is only for image tensors; a loader yields its labels")
     if not distributed:
         total = None
         if isinstance(data, DataLoader) and not data.drop_last:
@@ -227,7 +228,7 @@ def _shard(
                 total = None
         return (_split_batch(b) for b in data), total, None  # type: ignore[union-attr]
     if not isinstance(data, DataLoader):
-        raise ValueError(
+        raise InvalidInputError(
             "a distributed MemoryBank.build needs a DataLoader over a map-style dataset "
             "(or image tensors), so that each rank can embed its own shard"
         )

@@ -8,6 +8,8 @@ from typing import Optional, Sequence, Tuple, TypeVar, Union
 import torch
 from torch import Tensor
 
+from .errors import InvalidInputError
+
 FlowT = TypeVar("FlowT", bound="DAAMFlow")
 
 
@@ -89,7 +91,7 @@ class DAAMFlow:
         """Concatenate the flows of several batches explained with the same layers."""
         first = flows[0]
         if any(f.layer_names != first.layer_names for f in flows):
-            raise ValueError("cannot concatenate flows of different layers")
+            raise InvalidInputError("cannot concatenate flows of different layers")
         return replace(first, **{name: torch.cat([getattr(f, name) for f in flows])
                                  for name in first._per_example()})
 

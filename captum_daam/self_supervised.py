@@ -22,6 +22,7 @@ from ._core.importance import importance_weights, knn_vote, support_among_neighb
 from ._core.knn import l2_normalise
 from ._core.targets import target_tensor
 from .attr import Inputs, _DAAMBase
+from .errors import InvalidInputError, InvalidInputTypeError, NonFiniteScoresError
 from .features import FeatureFn, feature_forward
 from .memory_bank import MemoryBank
 from .result import DAAMFlow
@@ -163,14 +164,14 @@ class SelfSupervisedDAAM(_DAAMBase):
         super().__init__(model, layer, device_ids, queries,
                          forward_func=feature_forward(model, feature_fn))
         if not isinstance(memory_bank, MemoryBank):
-            raise TypeError(
+            raise InvalidInputTypeError(
                 f"memory_bank must be a captum_daam.MemoryBank, got "
                 f"{type(memory_bank).__name__}; build one with MemoryBank.build(model, "
                 "loader) or MemoryBank(features, labels)"
             )
         memory_bank.check_k(k)
         if not isinstance(temperature, (int, float)) or not 0 < temperature < float("inf"):
-            raise ValueError(f"temperature must be a positive number, got {temperature!r}")
+            raise InvalidInputError(f"temperature must be a positive number, got {temperature!r}")
         self.memory_bank = memory_bank
         self.k = k
         self.temperature = float(temperature)
@@ -255,13 +256,13 @@ class SelfSupervisedDAAM(_DAAMBase):
         """``<w, f>`` per example, ``w`` from the memory bank (constant)."""
         bank = self.memory_bank
         if not isinstance(features, Tensor):
-            raise TypeError(
+            raise InvalidInputTypeError(
                 f"the feature function returned {type(features).__name__}, not a tensor "
                 "of features (N, D)"
             )
         bank.check_features(features, "the model's features")
         if not bool(torch.isfinite(features.detach()).all()):
-            raise FloatingPointError(
+            raise NonFiniteScoresError(
                 "the model produced non-finite features for these inputs; check the "
                 "inputs and, in float16, try bfloat16 or float32"
             )

@@ -1,13 +1,14 @@
 """The command line: outputs written, user errors reported in one line with status 2."""
 
 import json
+import os
 
 import numpy as np
 import pytest
 import timm
 import torch
 from PIL import Image
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from captum_daam.cli import main
 from captum_daam.zoo import DEFAULT_WEIGHTS_PATH
@@ -113,8 +114,6 @@ def test_demo_runs_offline_and_localises(capsys, tmp_path):
 
 
 def test_self_supervised_explain_with_a_bank(capsys, tmp_path, image_folder, tiny_weights):
-    from safetensors.torch import load_file
-
     from captum_daam import MemoryBank
 
     model = timm.create_model(MODEL, pretrained=False, num_classes=5)
@@ -162,3 +161,92 @@ def test_method_options_are_literals_or_strings():
                       "rollout": {"residual": 0.5}}
     with pytest.raises(UserError, match="METHOD.NAME=VALUE"):
         method_options(["n_steps=16"])
+
+
+def test_oversized_and_truncated_images_are_skipped_not_fatal(capsys, tmp_path, tiny_weights):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(folder / "good.jpg")
+    Image.new("L", (15000, 15000)).save(folder / "huge.png")  # 225 Mpx, ~200 kB on disk
+    data = (folder / "good.jpg").read_bytes()
+    (folder / "cut.jpg").write_bytes(data[: len(data) // 2])
+    out = tmp_path / "out"
+    code, stdout, stderr = run(capsys, "explain", folder, "--model", MODEL, "--weights",
+                               tiny_weights, "--out", out)
+    assert code == 0, stderr
+    assert "Traceback" not in stderr and "DecompressionBomb" not in stderr
+    assert "huge.png: image too large (15000 x 15000 = 225,000,000 pixels" in stderr
+    assert "--max-pixels" in stderr and "skipped" in stderr
+    assert "cut.jpg: cannot read image" in stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert [r["file"].split("/")[-1] for r in summary["images"]] == ["good.jpg"]
+    assert len(summary["skipped"]) == 2
+    # a cap below every image: all reported, then one error line, status 2
+    code, _, stderr = run(capsys, "explain", folder / "good.jpg", "--model", MODEL,
+                          "--weights", tiny_weights, "--out", out, "--max-pixels", "100")
+    assert code == 2 and "over the cap of 100" in stderr
+    assert stderr.strip().splitlines()[-1] == "captum-daam: error: none of the images could be read"
+    code, _, stderr = run(capsys, "explain", folder, "--out", out, "--max-pixels", "-1")
+    assert code == 2 and "--max-pixels must be 0" in stderr
+
+
+def _one_error_line(stderr):
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("captum-daam: error: "), stderr
+    assert "Traceback" not in stderr
+    return lines[0]
+
+
+def test_bad_weights_and_bank_files_are_one_line(capsys, tmp_path, image_folder,
+                                                 tiny_weights):
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    evil = tmp_path / "evil.pth"
+    torch.save({"model": Evil()}, evil)
+    corrupt = tmp_path / "corrupt.safetensors"
+    corrupt.write_bytes(tiny_weights.read_bytes()[:1000])
+    random_pth = tmp_path / "random.pth"
+    random_pth.write_bytes(bytes(range(256)) * 4)
+    expected = {
+        evil: "is not a plain weights file: it holds Python objects that "
+              "torch.load(weights_only=True) refuses to load (it asks for posix.system); "
+              "re-save it with torch.save(model.state_dict()) or use .safetensors",
+        corrupt: "is not a readable .safetensors file",
+        random_pth: "is not a readable PyTorch weights file",
+    }
+    for weights, message in expected.items():
+        code, stdout, stderr = run(capsys, "explain", image_folder / "a.png", "--model",
+                                   MODEL, "--weights", weights, "--out", tmp_path / "out")
+        assert code == 2 and "pwned" not in stdout
+        line = _one_error_line(stderr)
+        assert f"{weights} {message}" in line, line
+    bank = tmp_path / "bank.safetensors"
+    bank.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{garbage header}")
+    code, _, stderr = run(capsys, "explain", image_folder / "a.png", "--ssl", "--bank", bank,
+                          "--out", tmp_path / "out")
+    assert code == 2
+    line = _one_error_line(stderr)
+    assert "cannot use memory bank" in line and "not a captum_daam memory bank" in line
+    assert "rebuild it with MemoryBank.build" in line
+
+
+def test_state_dict_from_raises_the_librarys_file_error(tmp_path, tiny_weights):
+    from captum_daam.cli.weights import state_dict_from
+    from captum_daam.errors import InvalidFileError
+
+    assert set(state_dict_from(tiny_weights)) == set(load_file(str(tiny_weights)))
+    torch.save({"state_dict": {"w": torch.zeros(2)}}, tmp_path / "wrapped.pth")
+    assert list(state_dict_from(tmp_path / "wrapped.pth")) == ["w"]
+    torch.save([1, 2, 3], tmp_path / "list.pth")
+    (tmp_path / "empty.pth").write_bytes(b"")
+    (tmp_path / "loop.pth").symlink_to(tmp_path / "loop.pth")
+    for name, message in [("list.pth", "does not hold a state dict"),
+                          ("empty.pth", "not a readable PyTorch weights file"),
+                          ("loop.pth", "broken or looping symbolic link"),
+                          ("missing.pth", "weights file not found"),
+                          (".", "is a folder")]:
+        with pytest.raises(InvalidFileError, match=message):
+            state_dict_from(tmp_path / name)

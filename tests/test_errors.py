@@ -153,3 +153,113 @@ def test_model_failure_mid_forward_leaves_no_hooks(vit):
     finally:
         handle.remove()
     assert_unchanged(vit, before)
+
+
+def test_the_error_classes_form_the_documented_hierarchy():
+    from captum_daam import (DAAMError, InvalidFileError, InvalidInputError,
+                             InvalidInputTypeError)
+
+    assert issubclass(DAAMError, Exception) and not issubclass(DAAMError, ValueError)
+    for cls in (UnsupportedModelError, InvalidInputError, InvalidFileError):
+        assert issubclass(cls, DAAMError) and issubclass(cls, ValueError)
+    assert issubclass(InvalidInputTypeError, InvalidInputError)
+    assert issubclass(InvalidInputTypeError, TypeError)
+    assert not issubclass(InvalidFileError, InvalidInputError)
+    assert not issubclass(UnsupportedModelError, InvalidInputError)
+
+
+def _entry_points(vit):
+    from captum_daam import MemoryBank, ViTLayerGradCam
+    from captum_daam.adapters import get_adapter
+
+    cnn = nn.Sequential(nn.Conv2d(3, 8, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                        nn.Linear(8, 10))
+    bank = MemoryBank(torch.randn(6, 4), torch.arange(6))
+    gradcam_layer = get_adapter(vit).gradcam_layer
+    return {
+        "DAAM of a CNN": lambda: DAAM(cnn),
+        "DAAM of a function": lambda: DAAM(lambda x: x),
+        "bad images": lambda: DAAM(vit).attribute(torch.randn(2, 3, 48, 48)),
+        "images of another dtype": lambda: DAAM(vit).attribute(good_images().double()),
+        "bad target": lambda: DAAM(vit).attribute(good_images(), target=[1, 99]),
+        "boolean target": lambda: DAAM(vit).attribute(good_images(), target=torch.tensor(True)),
+        "huge target": lambda: DAAM(vit).attribute(good_images(), target=2**70),
+        "bad layer": lambda: DAAM(vit, layer=vit.blocks[0].mlp),
+        "bad readout token": lambda: DAAM(vit).attribute(good_images(), token="dist"),
+        "ViTLayerGradCam bad layer": lambda: ViTLayerGradCam(vit, nn.Linear(2, 2)),
+        "ViTLayerGradCam list input": lambda: ViTLayerGradCam(vit, gradcam_layer).attribute(
+            [good_images()], target=1),
+        "MemoryBank search bad k": lambda: bank.search(torch.randn(2, 4), k=0),
+        "MemoryBank search k too large": lambda: bank.search(torch.randn(2, 4), k=7),
+    }
+
+
+@pytest.mark.parametrize("entry", [
+    "DAAM of a CNN", "DAAM of a function", "bad images", "images of another dtype",
+    "bad target", "boolean target", "huge target", "bad layer", "bad readout token",
+    "ViTLayerGradCam bad layer", "ViTLayerGradCam list input", "MemoryBank search bad k",
+    "MemoryBank search k too large",
+])
+def test_entry_points_raise_the_library_errors(vit, entry):
+    from captum_daam import DAAMError
+
+    before = snapshot(vit)
+    with pytest.raises(DAAMError) as caught:
+        _entry_points(vit)[entry]()
+    assert isinstance(caught.value, (ValueError, TypeError))
+    assert_unchanged(vit, before)
+
+
+def test_non_finite_scores_are_a_library_error_and_a_floating_point_error(vit):
+    from captum_daam import InvalidInputError
+
+    before = snapshot(vit)
+    with torch.no_grad():
+        vit.head.bias.fill_(float("inf"))
+    try:
+        with pytest.raises(InvalidInputError, match="non-finite logits") as caught:
+            DAAM(vit).attribute(good_images(), target=1)
+        assert isinstance(caught.value, FloatingPointError)
+    finally:
+        with torch.no_grad():
+            vit.head.bias.copy_(before["head.bias.value"])
+    assert_unchanged(vit, before)
+
+
+def _evaluation_calls():
+    from captum_daam import linear_mapping, to_input_space, upsample
+    from captum_daam.evaluation import (blurred, box_accuracy, box_energy, boxes_mask,
+                                        energy_in_boxes, localization_ious,
+                                        map_similarities)
+
+    maps, boxes = torch.rand(2, 1, 7, 7), [torch.tensor([[0.0, 0.0, 3.0, 3.0]])] * 2
+    return {
+        "upsample of a list": lambda: upsample([maps], 14),
+        "upsample of complex maps": lambda: upsample(maps.to(torch.complex64), 14),
+        "upsample of maps without pixels": lambda: upsample(torch.rand(2, 1, 0, 0), 14),
+        "linear_mapping of None": lambda: linear_mapping(None),
+        "to_input_space of an array": lambda: to_input_space(maps.numpy(), torch.rand(2, 3, 28, 28)),
+        "map_similarities of None": lambda: map_similarities(None, maps),
+        "box_energy without boxes": lambda: box_energy(maps, None),
+        "box_energy with bad boxes": lambda: box_energy(maps, [torch.rand(7, 7)] * 2),
+        "localization_ious without boxes": lambda: localization_ious(maps, None),
+        "boxes_mask of (7, 7)": lambda: boxes_mask(torch.rand(7, 7), (7, 7)),
+        "energy_in_boxes of other masks": lambda: energy_in_boxes(maps, torch.ones(2, 5, 5, dtype=torch.bool)),
+        "box_accuracy of strings": lambda: box_accuracy("ious"),
+        "blurred of a 5-D tensor": lambda: blurred(torch.rand(1, 2, 3, 8, 8), 1.0),
+    }
+
+
+@pytest.mark.parametrize("call", [
+    "upsample of a list", "upsample of complex maps", "upsample of maps without pixels",
+    "linear_mapping of None", "to_input_space of an array", "map_similarities of None",
+    "box_energy without boxes", "box_energy with bad boxes", "localization_ious without boxes",
+    "boxes_mask of (7, 7)", "energy_in_boxes of other masks", "box_accuracy of strings",
+    "blurred of a 5-D tensor",
+])
+def test_display_and_evaluation_functions_raise_the_library_errors(call):
+    """Bad maps, boxes and IoUs reach no torch, numpy or torchvision error."""
+    from captum_daam import DAAMError
+
+    with pytest.raises(DAAMError):
+        _evaluation_calls()[call]()

@@ -204,3 +204,22 @@ def test_real_subset_matches_official_boxes(data_dir):
         clipped = from_txt[2][:, 2:] >= 224
         assert not clipped.all() if name.endswith("363.JPEG") else clipped.all()
         torch.testing.assert_close(torch.where(clipped, far, difference[:, 2:]), far, atol=0.01, rtol=0)
+
+
+def test_images_over_the_pixel_cap_are_refused_before_decoding(tmp_path):
+    from captum_daam import InvalidFileError
+    from captum_daam.evaluation import AnnotatedImage, BoxDataset
+
+    Image.new("RGB", (40, 30), (200, 10, 10)).save(tmp_path / "a.png")
+    (tmp_path / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    entries = [AnnotatedImage(name, 1, torch.tensor([[0.0, 0.0, 10.0, 10.0]]))
+               for name in ("a.png", "b.png")]
+    data = BoxDataset(entries, tmp_path, T.ToTensor())
+    assert data[0][0].shape == (3, 30, 40)  # under the default cap
+    data.max_pixels = 1000  # 40 x 30 = 1200 pixels
+    with pytest.raises(InvalidFileError, match=r"a.png: image too large \(40 x 30 = 1,200"):
+        data[0]
+    data.max_pixels = 0  # no cap
+    assert data[0][0].shape == (3, 30, 40)
+    with pytest.raises(InvalidFileError, match="b.png: cannot read image"):
+        data[1]

@@ -5,8 +5,6 @@ Run as a script under torchrun, this file is the worker of the two-process test.
 """
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -22,6 +20,7 @@ from captum_daam.evaluation.runner import (
     summarize,
     write_report,
 )
+from torchrun import run_two_processes
 
 SIZE, PATCH = 32, 8
 
@@ -300,11 +299,7 @@ def _worker(out: Path) -> None:
 
 
 def test_two_processes_shard_and_gather(tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               "--nproc_per_node=2", __file__, str(tmp_path)]
-    run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    run_two_processes(__file__, str(tmp_path))
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     single = evaluate(_model(), Squares(7), {"oracle": Counting(_oracle), "uniform": Counting(_uniform)},
                       tmp_path / "single", batch_size=2, deletion_steps=3, progress=False)
@@ -318,12 +313,8 @@ def test_evaluate_command_under_torchrun_equals_one_process(tmp_path):
 
     args = ["evaluate", "--num-images", "6", "--methods", "daam", "uniform", "--steps", "2",
             "--device", "cpu"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               "--nproc_per_node=2", "-m", "captum_daam.cli", *args,
-               "--out", str(tmp_path / "two")]
-    run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    run_two_processes("-m", "captum_daam.cli", *args, "--out", str(tmp_path / "two"),
+                      timeout=300)
     assert main([*args, "--out", str(tmp_path / "one")]) == 0
     tables = [json.loads((tmp_path / d / "summary.json").read_text()) for d in ("two", "one")]
     for table in tables:

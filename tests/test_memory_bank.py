@@ -4,8 +4,6 @@ feature forward and the sharding helpers the build uses.
 Run as a script under torchrun, this file is the worker of the two-process build test.
 """
 
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -29,6 +27,7 @@ from captum_daam.distributed import (
 from captum_daam.features import FeatureForward
 from captum_daam.memory_bank import feature_forward
 from families import build
+from torchrun import run_two_processes
 
 DIM = 48  # embedding width of the tiny families
 
@@ -109,6 +108,113 @@ def test_load_rejects_other_files(tmp_path):
     save_file({"weight": torch.zeros(2, 2)}, str(path))
     with pytest.raises(ValueError, match="not a captum_daam memory bank"):
         MemoryBank.load(path)
+
+
+def _bank_file(path, features, labels, fmt="memory_bank/1"):
+    from safetensors.torch import save_file
+
+    save_file({"features": features, "labels": labels}, str(path),
+              metadata={"captum_daam": fmt})
+    return path
+
+
+def _bad_bank(tmp_path, kind):
+    """A file (or path) that is not a usable bank, of one of many kinds."""
+    import json
+    import struct
+
+    good = MemoryBank(torch.randn(6, 4), torch.arange(6))
+    good.save(tmp_path / "good.safetensors")
+    data = (tmp_path / "good.safetensors").read_bytes()
+    path = tmp_path / f"{kind}.safetensors"
+    header = json.dumps({"__metadata__": {"captum_daam": "memory_bank/1"},
+                         "features": {"dtype": "F32", "shape": [2**40, 2**40],
+                                      "data_offsets": [0, 16]},
+                         "labels": {"dtype": "I64", "shape": [1], "data_offsets": [16, 24]}})
+    contents = {
+        "truncated": data[: len(data) - 7],
+        "truncated_header": data[:20],
+        "garbage_header": struct.pack("<Q", 40) + b"\xff" * 40,
+        "zero_bytes": b"",
+        "huge_header": struct.pack("<Q", 2**60) + b"{}",
+        "huge_shape": struct.pack("<Q", len(header)) + header.encode() + b"\0" * 24,
+        "png": b"\x89PNG\r\n\x1a\n" + bytes(64),
+    }
+    if kind in contents:
+        path.write_bytes(contents[kind])
+    elif kind == "pickle":
+        torch.save({"features": torch.randn(3, 2), "labels": torch.arange(3)}, path)
+    elif kind == "features_1d":
+        _bank_file(path, torch.randn(6), torch.arange(6))
+    elif kind == "labels_float":
+        _bank_file(path, torch.randn(6, 4), torch.rand(6))
+    elif kind == "labels_2d":
+        _bank_file(path, torch.randn(6, 4), torch.zeros(6, 1, dtype=torch.long))
+    elif kind == "lengths_differ":
+        _bank_file(path, torch.randn(6, 4), torch.arange(5))
+    elif kind == "nan":
+        _bank_file(path, torch.full((6, 4), float("nan")), torch.arange(6))
+    elif kind == "int_features":
+        _bank_file(path, torch.ones(6, 4, dtype=torch.int32), torch.arange(6))
+    elif kind == "empty":
+        _bank_file(path, torch.zeros(0, 4), torch.zeros(0, dtype=torch.long))
+    elif kind == "directory":
+        path.mkdir()
+    elif kind == "symlink_loop":
+        path.symlink_to(path)
+    elif kind != "missing":
+        raise AssertionError(kind)
+    return path
+
+
+BAD_BANKS = ["truncated", "truncated_header", "garbage_header", "zero_bytes", "huge_header",
+             "huge_shape", "png", "pickle", "features_1d", "labels_float", "labels_2d",
+             "lengths_differ", "nan", "int_features", "empty", "directory", "symlink_loop",
+             "missing"]
+
+
+@pytest.mark.parametrize("kind", BAD_BANKS)
+def test_load_of_a_bad_file_is_one_clear_error(tmp_path, kind):
+    from captum_daam.errors import InvalidFileError
+
+    path = _bad_bank(tmp_path, kind)
+    with pytest.raises(InvalidFileError) as caught:
+        MemoryBank.load(path)
+    message = str(caught.value)
+    assert str(path) in message and "\n" not in message
+    assert "MemoryBank.build" in message or "MemoryBank.save" in message
+    if kind not in ("directory", "symlink_loop", "missing"):
+        assert "not a captum_daam memory bank" in message
+    assert isinstance(caught.value, ValueError)
+
+
+def test_save_to_an_unwritable_path_is_a_clear_error(tmp_path):
+    from captum_daam.errors import InvalidFileError
+
+    bank = MemoryBank(torch.randn(3, 2), torch.arange(3))
+    (tmp_path / "file.txt").write_text("x")
+    for path in (tmp_path, tmp_path / "no" / "bank.safetensors",
+                 tmp_path / "file.txt" / "bank.safetensors"):
+        with pytest.raises(InvalidFileError, match="cannot write the memory bank to"):
+            bank.save(path)
+    with pytest.raises(TypeError, match="floating torch.dtype"):
+        MemoryBank.load(tmp_path / "any.safetensors", dtype=torch.int64)
+
+
+def test_bank_errors_are_the_librarys():
+    from captum_daam.errors import InvalidInputError, InvalidInputTypeError
+
+    bank = MemoryBank(torch.randn(5, 4), torch.arange(5))
+    with pytest.raises(InvalidInputTypeError):
+        bank.check_k(2.0)
+    with pytest.raises(InvalidInputError, match="positive int"):
+        bank.check_k(0)
+    with pytest.raises(InvalidInputTypeError):
+        MemoryBank([[1.0]], torch.arange(1))
+    with pytest.raises(InvalidInputError, match="integer class indices"):
+        MemoryBank(torch.randn(2, 2), torch.rand(2))
+    with pytest.raises(InvalidInputError, match="no entry in the memory bank"):
+        bank.check_classes(torch.tensor([9]))
 
 
 def _images(n, seed=0):
@@ -224,11 +330,7 @@ def _single_process_bank():
 
 
 def test_two_process_build_equals_single_process_build(tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               "--nproc_per_node=2", __file__, str(tmp_path)]
-    run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    run_two_processes(__file__, str(tmp_path))
     expected = _single_process_bank()
     for kind in ("sequential", "distributed_sampler", "shuffled_sampler", "tensors"):
         for rank in (0, 1):

@@ -6,6 +6,8 @@ from typing import Tuple
 
 from torch import Tensor
 
+from ..errors import InvalidInputError
+
 
 def patches_on_grid(
     values: Tensor, num_prefix_tokens: int, grid_size: Tuple[int, int]
@@ -28,7 +30,7 @@ def patches_on_grid(
     tokens = int(values.shape[-1])
     expected = num_prefix_tokens + rows * cols
     if tokens != expected:
-        raise ValueError(
+        raise InvalidInputError(
             f"{tokens} tokens do not match {num_prefix_tokens} prefix tokens and a "
             f"{rows}x{cols} patch grid ({expected} tokens)"
         )

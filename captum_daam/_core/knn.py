@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..errors import InvalidInputError
+
 #: Default rows and queries per step: at most 256 x 65536 similarities (64 MiB in
 #: float32) exist at any time.
 DEFAULT_CHUNK_SIZE = 65536
@@ -66,16 +68,16 @@ def top_k_cosine(
         >>> sims, idx = top_k_cosine(rows, torch.randn(3, 64), k=5, chunk_size=256)
     """
     if chunk_size < 1 or query_chunk < 1:
-        raise ValueError("chunk_size and query_chunk must be positive")
+        raise InvalidInputError("chunk_size and query_chunk must be positive")
     device = rows.device
     dtype = similarity_dtype(queries.dtype, rows.dtype)
     q_all = l2_normalise(queries.detach().to(device, dtype))
     if query_labels is not None:
         if row_labels is None:
-            raise ValueError("query_labels restrict the search by class: pass row_labels")
+            raise InvalidInputError("query_labels restrict the search by class: pass row_labels")
         query_labels = query_labels.to(device, torch.long).reshape(-1)
         if query_labels.shape[0] != q_all.shape[0]:
-            raise ValueError(
+            raise InvalidInputError(
                 f"labels must give one class per query ({q_all.shape[0]}), got "
                 f"{query_labels.shape[0]}"
             )

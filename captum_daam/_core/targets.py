@@ -9,6 +9,16 @@ import torch
 from captum._utils.typing import TargetType
 from torch import Tensor
 
+from ..errors import (
+    InvalidInputError,
+    InvalidInputTypeError,
+    NonFiniteScoresError,
+    UnsupportedModelError,
+)
+
+#: Class indices a long tensor holds.
+_LONG = torch.iinfo(torch.long)
+
 
 def _as_int(value: object) -> Optional[int]:
     if isinstance(value, bool):
@@ -17,9 +27,21 @@ def _as_int(value: object) -> Optional[int]:
         return int(value)
     if isinstance(value, tuple) and len(value) == 1:
         return _as_int(value[0])
-    if isinstance(value, Tensor) and value.numel() == 1 and not value.is_floating_point():
+    if (isinstance(value, Tensor) and value.numel() == 1 and not value.is_meta
+            and not (value.is_floating_point() or value.is_complex()
+                     or value.dtype == torch.bool)):
         return int(value.item())
     return None
+
+
+def _long_tensor(values: list, device: torch.device) -> Tensor:
+    """Class indices as a long tensor; indices no long can hold are out of any range."""
+    huge = [v for v in values if not _LONG.min <= v <= _LONG.max]
+    if huge:
+        raise InvalidInputError(
+            f"target {huge[:3]} out of range: class indices must lie in [0, num_classes)"
+        )
+    return torch.tensor(values, dtype=torch.long, device=device)
 
 
 def target_tensor(
@@ -35,16 +57,18 @@ def target_tensor(
         return None
     single = _as_int(target)
     if single is not None:
-        return torch.full((num_examples,), single, dtype=torch.long, device=device)
+        return _long_tensor([single] * num_examples, device)
     if isinstance(target, Tensor):
-        if target.is_floating_point() or target.dtype == torch.bool:
-            raise TypeError(
+        if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
+            raise InvalidInputTypeError(
                 f"target tensor has dtype {target.dtype}; pass class indices as an "
                 "integer tensor, e.g. torch.tensor([3, 7])"
             )
+        if target.is_meta:
+            raise InvalidInputError("target is a meta tensor and holds no class indices")
         if target.dim() == 1 and target.numel() == num_examples:
             return target.to(device=device, dtype=torch.long)
-        raise ValueError(
+        raise InvalidInputError(
             f"target tensor of shape {tuple(target.shape)} does not match a batch of "
             f"{num_examples}; pass one class index or one per example, shape "
             f"({num_examples},)"
@@ -52,12 +76,12 @@ def target_tensor(
     if isinstance(target, list):
         values = [_as_int(t) for t in target]
         if len(values) != num_examples or any(v is None for v in values):
-            raise ValueError(
+            raise InvalidInputError(
                 f"target list must hold one int class index per example ({num_examples}),"
                 f" got {target!r}"
             )
-        return torch.tensor(values, dtype=torch.long, device=device)
-    raise TypeError(
+        return _long_tensor(values, device)
+    raise InvalidInputTypeError(
         f"unsupported target {target!r}; a classifier takes None (predicted class), an "
         "int, a list of N ints or an integer tensor of N class indices"
     )
@@ -75,7 +99,7 @@ def check_class_range(targets: Tensor, num_classes: Optional[int], what: str = "
         return
     bad = (targets < 0) | (targets >= num_classes)
     if bool(bad.any()):
-        raise ValueError(
+        raise InvalidInputError(
             f"{what} {targets[bad].tolist()} out of range for a model with "
             f"{num_classes} classes; {what}s must lie in [0, {num_classes - 1}]"
         )
@@ -92,19 +116,19 @@ def class_scores(output: object, targets: Optional[Tensor]) -> Tuple[Tensor, Ten
         ``(scores, targets)``: the selected logits (N,) and the classes used (N,).
     """
     if isinstance(output, (tuple, list)):
-        raise ValueError(
+        raise InvalidInputError(
             "the model returned a tuple, not (N, classes) logits; a distilled DeiT does "
             "this in training mode with distilled_training=True: call model.eval()"
         )
     if not isinstance(output, Tensor) or output.dim() != 2:
         shape = tuple(output.shape) if isinstance(output, Tensor) else type(output)
-        raise ValueError(
+        raise UnsupportedModelError(
             f"DAAM explains classifiers with (N, classes) logits; the model returned "
             f"{shape}. For a backbone without a classifier head use SelfSupervisedDAAM"
         )
     num_classes = output.shape[1]
     if num_classes == 0:
-        raise ValueError(
+        raise UnsupportedModelError(
             "the model has no classifier head (num_classes=0); explain it with "
             "SelfSupervisedDAAM and a memory bank, or attach a head"
         )
@@ -114,7 +138,7 @@ def class_scores(output: object, targets: Optional[Tensor]) -> Tuple[Tensor, Ten
         check_class_range(targets, num_classes)
     scores = output.gather(1, targets.unsqueeze(1)).squeeze(1)
     if not bool(torch.isfinite(scores.detach()).all()):
-        raise FloatingPointError(
+        raise NonFiniteScoresError(
             "the model produced non-finite logits for these inputs; check the inputs "
             "and, in float16, try bfloat16 or float32"
         )

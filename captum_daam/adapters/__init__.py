@@ -6,7 +6,7 @@ from typing import List, Mapping, Optional, Type
 
 from torch import Tensor, nn
 
-from ..errors import UnsupportedModelError
+from ..errors import InvalidInputTypeError, UnsupportedModelError
 from .base import AttentionSite, ModelAdapter
 from .huggingface import HuggingFaceViTAdapter
 from .timm_beit_eva import TimmBeitAdapter, TimmEvaAdapter
@@ -15,6 +15,7 @@ from .timm_common import CLASSIFIER_WEIGHT_KEYS, architecture_name
 from .timm_swin import TimmSwinAdapter
 from .timm_vit import TimmVisionTransformerAdapter
 from .timm_xcit import TimmXcitAdapter
+from .wrappers import eager_calls, eager_model, unwrap_model
 
 #: Tried in order; the first whose ``matches`` accepts the model wins. The timm classes
 #: are unrelated (none subclasses another), so their order does not matter among them;
@@ -30,17 +31,13 @@ ADAPTERS: List[Type[ModelAdapter]] = [
 ]
 
 
-def unwrap_model(model: nn.Module) -> nn.Module:
-    """The module inside ``DataParallel`` / ``DistributedDataParallel`` wrappers."""
-    while isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
-        model = model.module
-    return model
-
-
 def get_adapter(model: nn.Module) -> ModelAdapter:
-    """The adapter for ``model``, or :class:`UnsupportedModelError` naming what is."""
+    """The adapter for ``model``, or :class:`UnsupportedModelError` naming what is.
+
+    ``model`` may be wrapped in ``DataParallel``, ``DistributedDataParallel`` or
+    ``torch.compile``: the adapter describes the module inside."""
     if not isinstance(model, nn.Module):
-        raise TypeError(
+        raise InvalidInputTypeError(
             f"DAAM needs the model as a torch.nn.Module, got {type(model).__name__}"
         )
     base = unwrap_model(model)
@@ -83,6 +80,8 @@ __all__ = [
     "TimmSwinAdapter",
     "TimmVisionTransformerAdapter",
     "TimmXcitAdapter",
+    "eager_calls",
+    "eager_model",
     "get_adapter",
     "model_name",
     "num_classes_in_state_dict",

@@ -17,9 +17,10 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Dict, List, Optional, Sequence, Tuple
 
+import torch
 from torch import Tensor, nn
 
-from ..errors import UnsupportedModelError
+from ..errors import InvalidInputError, UnsupportedModelError
 from .._core.sites import AttentionSite, QueryAttention, QuerySink, RowSink, TokenLayout
 
 #: Re-exported: the site types are defined in :mod:`captum_daam._core.sites`.
@@ -76,13 +77,13 @@ class ModelAdapter(ABC):
         """
         tokens = self.readout_tokens
         if not tokens:
-            raise ValueError(
+            raise InvalidInputError(
                 f"{type(self.model).__name__} has no readout token (it pools over tokens)"
             )
         if token is None:
             return next(iter(tokens.values()))
         if token not in tokens:
-            raise ValueError(
+            raise InvalidInputError(
                 f"token {token!r} is not a readout token of this model; choose one of "
                 f"{sorted(tokens)}"
             )
@@ -117,6 +118,13 @@ class ModelAdapter(ABC):
     @property
     def in_chans(self) -> Optional[int]:
         """Input channels the model expects, or ``None`` when unknown."""
+        return None
+
+    @property
+    def input_dtype(self) -> Optional[torch.dtype]:
+        """The floating dtype the model's first layer computes in, which images must
+        have outside ``torch.autocast``; ``None`` for models that convert their inputs
+        themselves (Hugging Face's), or when unknown."""
         return None
 
     @property
@@ -165,7 +173,7 @@ class ModelAdapter(ABC):
         Returns:
             Features (N, D), differentiable with respect to the model's activations.
         """
-        raise NotImplementedError(
+        raise UnsupportedModelError(
             f"the {self.family or type(self).__name__} adapter does not define the "
             "feature embedding of its models; pass feature_fn=lambda model, x: ... "
             "returning (N, D) class-token features to SelfSupervisedDAAM and "
@@ -195,7 +203,7 @@ class ModelAdapter(ABC):
             site = by_module.get(id(layer))
             if site is None:
                 names = ", ".join(site.name for site in self.sites)
-                raise ValueError(
+                raise InvalidInputError(
                     f"layer {type(layer).__name__} is not an attention module of this "
                     f"{self.family} model that the readout token attends through; pass "
                     f"attention modules such as model.blocks[-1].attn (known: {names})"

@@ -39,7 +39,7 @@ from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
 from .._core.decomposition import compute_dtype, readout_attention_row, readout_row_bias
-from ..errors import UnsupportedModelError
+from ..errors import InvalidInputError, UnsupportedModelError
 from .base import AttentionSite, ModelAdapter, RowSink
 
 #: Supported classes by name, and the kind of embedding they use.
@@ -117,12 +117,12 @@ def _install_hooks(attn: nn.Module, parts: _Parts, token_index: int,
         mask = kwargs.get(parts.mask_arg, args[1] if len(args) > 1 else None)
         if mask is not None:
             if parts.mask_is_head_mask:
-                raise NotImplementedError(
+                raise InvalidInputError(
                     "DAAM does not support head_mask (a multiplicative mask after the "
                     "softmax); run the model without it"
                 )
             if not isinstance(mask, Tensor):
-                raise NotImplementedError(
+                raise UnsupportedModelError(
                     f"the attention mask is a {type(mask).__name__}, not a tensor; use "
                     "attn_implementation='eager' or 'sdpa'"
                 )
@@ -255,7 +255,7 @@ class HuggingFaceViTAdapter(ModelAdapter):
         0]``; the classifier head, and ViT's tanh pooler, are not run)."""
         base = model.base_model
         if base is not model and len(inputs) > 1:
-            raise NotImplementedError(
+            raise InvalidInputError(
                 "the feature embedding of a Hugging Face classifier runs its base model "
                 "on the images alone; pass feature_fn=... to use additional arguments"
             )
@@ -264,7 +264,7 @@ class HuggingFaceViTAdapter(ModelAdapter):
     def grid_size(self, image_size: Tuple[int, int]) -> Tuple[int, int]:
         rows, cols = image_size[0] // self._patch[0], image_size[1] // self._patch[1]
         if rows < 1 or cols < 1:
-            raise ValueError(
+            raise InvalidInputError(
                 f"inputs of size {tuple(image_size)} are smaller than one patch "
                 f"{self._patch}"
             )

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
-from ..errors import UnsupportedModelError
+from ..errors import InvalidInputError, UnsupportedModelError
 from .base import AttentionSite, ModelAdapter, QuerySink, RowSink, TokenLayout
 
 #: ``installer(attn, token_index, sink)``: registers the hooks of one attention module.
@@ -92,14 +93,14 @@ def patch_grid(model: nn.Module, image_size: Tuple[int, int]) -> Tuple[int, int]
     if getattr(model, "dynamic_img_size", False):
         rows, cols = patch_embed.dynamic_feat_size(image_size)
         if rows < 1 or cols < 1:
-            raise ValueError(
+            raise InvalidInputError(
                 f"inputs of size {tuple(image_size)} are smaller than one patch "
                 f"{tuple(patch_embed.patch_size)}"
             )
         return int(rows), int(cols)
     if tuple(image_size) != tuple(patch_embed.img_size):
         dynamic = hasattr(model, "dynamic_img_size")
-        raise ValueError(
+        raise InvalidInputError(
             f"{type(model).__name__} was built for {tuple(patch_embed.img_size)} inputs, "
             f"got {tuple(image_size)}; resize the images"
             + (", or create the model with dynamic_img_size=True" if dynamic else "")
@@ -141,6 +142,14 @@ class TimmClassTokenAdapter(ModelAdapter):
     def in_chans(self) -> Optional[int]:
         proj = getattr(self.model.patch_embed, "proj", None)
         return getattr(proj, "in_channels", None)
+
+    @property
+    def input_dtype(self) -> Optional[torch.dtype]:
+        """timm models do not convert their inputs: the dtype of their parameters."""
+        for param in self.model.parameters():
+            if param.is_floating_point():
+                return param.dtype
+        return None
 
     @property
     def num_classes(self) -> Optional[int]:

@@ -24,7 +24,7 @@ from typing import Optional, Tuple
 from timm.models.xcit import Xcit
 from torch import nn
 
-from ..errors import UnsupportedModelError
+from ..errors import InvalidInputError, UnsupportedModelError
 from .timm_cait import check_class_token_readout, class_attn_site
 from .timm_common import TimmClassTokenAdapter
 
@@ -73,7 +73,7 @@ class TimmXcitAdapter(TimmClassTokenAdapter):
         for conv in self._convs:
             rows, cols = _conv_out(rows, conv, 0), _conv_out(cols, conv, 1)
         if rows < 1 or cols < 1:
-            raise ValueError(
+            raise InvalidInputError(
                 f"inputs of size {tuple(image_size)} are too small for the convolutional "
                 f"patch embedding of {type(self.model).__name__} (patch size "
                 f"{self.model.patch_embed.patch_size})"

@@ -8,16 +8,21 @@ the prefix tokens and the number of classes come from the model's adapter
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence, Tuple, Union
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Sequence, Tuple, Union
 
 import torch
-from captum._utils.common import _format_tensor_into_tuples
 from captum._utils.typing import TargetType
-from torch import Tensor
+from torch import Tensor, nn
 
+from .._core.capture import hold_locks
 from .._core.inputs import check_images
+from .._core.capture import hold_locks
+from .._core.inputs import check_inputs as _check_inputs
 from .._core.targets import check_class_range, target_tensor
+from ..adapters import eager_calls, eager_model, unwrap_model
 from ..adapters.base import ModelAdapter
+from ..errors import InvalidInputError
 
 #: Images (N, C, H, W), or a tuple whose first element is the images (Captum's inputs).
 Inputs = Union[Tensor, Tuple[Tensor, ...]]
@@ -26,6 +31,24 @@ Inputs = Union[Tensor, Tuple[Tensor, ...]]
 #: predicted classes: ``class_targets(target, num_examples, device)``. Accepts ``None``,
 #: an int, a one-element tuple, a list of N ints, an integer tensor of 1 or N elements.
 class_targets = target_tensor
+
+
+@contextmanager
+def explanation_pass(model: nn.Module) -> Iterator[nn.Module]:
+    """Inside the block, ``model``'s explanation lock is held (the one
+    :func:`captum_daam.model_lock` takes, so explanations of one model from several
+    threads run one after another) and modules compiled in place run eagerly.
+
+    Args:
+        model: The model as the user gave it (wrappers and ``torch.compile`` allowed).
+
+    Yields:
+        The module to run: ``model`` without its ``torch.compile`` wrappers (hooks and
+        compiled graphs do not mix).
+    """
+    base = unwrap_model(model)
+    with hold_locks([base]), eager_calls(base):
+        yield eager_model(model)
 
 
 def check_inputs(
@@ -38,14 +61,15 @@ def check_inputs(
         adapter: The model's adapter.
 
     Returns:
-        ``(inputs, grid)``: the inputs as a tuple and the patch grid (rows, cols).
+        ``(inputs, grid)``: the inputs as a tuple (inference tensors copied, so that
+        autograd takes them) and the patch grid (rows, cols).
 
     Raises:
-        TypeError / ValueError: images that are not a finite float batch (N, C, H, W)
-            of a size the model takes; the message names the fix.
+        InvalidInputTypeError / InvalidInputError: images that are not a finite float
+            batch (N, C, H, W) in the model's dtype, of a size the model takes; an empty
+            tuple. The message names the fix.
     """
-    inputs_tuple = _format_tensor_into_tuples(inputs)
-    return inputs_tuple, check_images(inputs_tuple[0], adapter)
+    return _check_inputs(inputs, adapter)
 
 
 def require_gradients(method: str) -> None:
@@ -96,7 +120,7 @@ def check_batch(
     if images.is_inference():
         images = images.clone()
     if targets is None:
-        raise ValueError(
+        raise InvalidInputError(
             "targets are required: pass the labels, or model(images).argmax(1) for the "
             "predicted classes"
         )
@@ -138,5 +162,5 @@ def resolve_targets(
     return targets
 
 
-__all__ = ["check_batch", "check_inputs", "class_targets", "require_gradients",
+__all__ = ["check_batch", "check_inputs", "explanation_pass", "class_targets", "require_gradients",
            "resolve_targets"]

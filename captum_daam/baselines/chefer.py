@@ -15,7 +15,7 @@ from .._core.attention_gradients import attention_and_gradients
 from .._core.grid import patches_on_grid
 from ..adapters import get_adapter
 from ..errors import UnsupportedModelError
-from ._base import Inputs, check_inputs, require_gradients, resolve_targets
+from ._base import Inputs, check_inputs, explanation_pass, require_gradients, resolve_targets
 
 
 def gradient_weighted_rollout(
@@ -76,15 +76,15 @@ def gradient_weighted_rollout(
             f"gradient-weighted rollout needs every block's attention: {refusal}"
         )
     extra = _format_additional_forward_args(additional_forward_args)
-    targets = resolve_targets(model, adapter, inputs_tuple, target, extra or ())
 
     def score(output: object) -> Tensor:
         logits = adapter.logits(output)
         return logits.gather(1, targets[:, None]).squeeze(1)  # type: ignore[union-attr]
 
-    with torch.enable_grad():
+    with explanation_pass(model) as eager, torch.enable_grad():
+        targets = resolve_targets(eager, adapter, inputs_tuple, target, extra or ())
         try:
-            pairs = attention_and_gradients(model, list(adapter.sites), inputs_tuple, score,
+            pairs = attention_and_gradients(eager, list(adapter.sites), inputs_tuple, score,
                                             extra)
         except ValueError as error:
             raise UnsupportedModelError(f"gradient-weighted rollout: {error}") from None

@@ -18,8 +18,9 @@ from captum.attr._utils.attribution import GradientAttribution, LayerAttribution
 from captum.log import log_usage
 from torch import Tensor, nn
 
-from ..adapters import get_adapter, unwrap_model
-from ._base import Inputs, check_inputs, resolve_targets
+from ..adapters import eager_model, get_adapter, unwrap_model
+from ..errors import InvalidInputError
+from ._base import Inputs, check_inputs, explanation_pass, require_gradients, resolve_targets
 from .grid import grid_to_tokens, tokens_to_grid
 
 
@@ -84,10 +85,11 @@ class ViTLayerGradCam(LayerAttribution, GradientAttribution):
     ) -> None:
         self.adapter = get_adapter(model)
         if not any(module is layer for module in unwrap_model(model).modules()):
-            raise ValueError(
+            raise InvalidInputError(
                 f"layer {type(layer).__name__} is not a module of this model; pass one of "
                 "its modules, e.g. get_adapter(model).gradcam_layer"
             )
+        model = eager_model(model)  # hooks and compiled graphs do not mix
         LayerAttribution.__init__(self, model, layer)
         GradientAttribution.__init__(self, model)
         self.attribute_to_layer_input = attribute_to_layer_input
@@ -102,7 +104,7 @@ class ViTLayerGradCam(LayerAttribution, GradientAttribution):
     def _grid_view(self, tokens: object) -> Tensor:
         if not isinstance(tokens, Tensor) or tokens.dim() != 3:
             shape = tuple(tokens.shape) if isinstance(tokens, Tensor) else type(tokens)
-            raise ValueError(
+            raise InvalidInputError(
                 f"layer {type(self.layer).__name__} "
                 f"{'takes' if self.attribute_to_layer_input else 'returns'} {shape}, not a "
                 "token sequence (N, tokens, D); choose a block or a norm of the model"
@@ -159,20 +161,22 @@ class ViTLayerGradCam(LayerAttribution, GradientAttribution):
             layer's dtype. Upsample with :func:`captum_daam.upsample`, or put it in
             input space with :func:`captum_daam.to_input_space`.
         """
+        require_gradients("ViTLayerGradCam")
         inputs_tuple, self._grid = check_inputs(inputs, self.adapter)
         extra = _format_additional_forward_args(additional_forward_args)
-        targets = resolve_targets(self.forward_func, self.adapter, inputs_tuple, target,
-                                  extra or ())
         try:
-            maps = self.grad_cam.attribute.__wrapped__(  # type: ignore[attr-defined]
-                self.grad_cam,
-                inputs_tuple,
-                target=targets,
-                additional_forward_args=extra,
-                attribute_to_layer_input=False,
-                relu_attributions=relu_attributions,
-                attr_dim_summation=attr_dim_summation,
-            )
+            with explanation_pass(self.forward_func):
+                targets = resolve_targets(self.forward_func, self.adapter, inputs_tuple,
+                                          target, extra or ())
+                maps = self.grad_cam.attribute.__wrapped__(  # type: ignore[attr-defined]
+                    self.grad_cam,
+                    inputs_tuple,
+                    target=targets,
+                    additional_forward_args=extra,
+                    attribute_to_layer_input=False,
+                    relu_attributions=relu_attributions,
+                    attr_dim_summation=attr_dim_summation,
+                )
         finally:
             self._grid = None
         return maps.detach()

@@ -17,7 +17,8 @@ from captum._utils.typing import TargetType
 from torch import Tensor, nn
 
 from ..adapters import get_adapter
-from ._base import Inputs, check_inputs, require_gradients, resolve_targets
+from ..errors import InvalidInputError
+from ._base import Inputs, check_inputs, explanation_pass, require_gradients, resolve_targets
 from .grid import tokens_to_grid
 
 #: The grad-cam package's class for each of its methods.
@@ -110,12 +111,12 @@ class PackageCAM:
         self, model: nn.Module, method: str = "gradcam", batch_size: Optional[int] = None
     ) -> None:
         if method not in GRAD_CAM_CLASSES:
-            raise ValueError(
+            raise InvalidInputError(
                 f"unknown grad-cam method {method!r}; choose one of "
                 f"{', '.join(GRAD_CAM_CLASSES)}"
             )
         if batch_size is not None and int(batch_size) < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
+            raise InvalidInputError(f"batch_size must be a positive integer, got {batch_size}")
         missing = grad_cam_package_error()
         if missing is not None:
             raise ImportError(f"method {method!r} is not available: {missing}")
@@ -142,9 +143,8 @@ class PackageCAM:
         require_gradients(self.method)
         inputs_tuple, grid = check_inputs(inputs, self.adapter)
         if len(inputs_tuple) != 1:
-            raise ValueError("the grad-cam package takes one tensor of images")
+            raise InvalidInputError("the grad-cam package takes one tensor of images")
         images = inputs_tuple[0]
-        targets = resolve_targets(self.model, self.adapter, inputs_tuple, target)
         from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
         prefix = self.adapter.num_prefix_tokens
@@ -155,8 +155,9 @@ class PackageCAM:
         raw: List[np.ndarray] = []
         needs_gradients = self.method not in GRADIENT_FREE_CAMS
         batch = images.detach().clone().requires_grad_(needs_gradients)
-        with _left_as_found(self.model), torch.enable_grad():
-            cam = self._cam_class(model=self.model, target_layers=[self.layer],
+        with explanation_pass(self.model) as eager, _left_as_found(eager), torch.enable_grad():
+            targets = resolve_targets(eager, self.adapter, inputs_tuple, target)
+            cam = self._cam_class(model=eager, target_layers=[self.layer],
                                   reshape_transform=reshape)
             try:
                 if self.batch_size is not None:

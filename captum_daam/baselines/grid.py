@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from .._core.grid import patches_on_grid
+from ..errors import InvalidInputError
 
 
 def tokens_to_grid(
@@ -35,7 +36,7 @@ def tokens_to_grid(
         >>> tokens_to_grid(tokens, 1, (14, 14)).shape       # (2, 192, 14, 14)
     """
     if tokens.dim() != 3:
-        raise ValueError(
+        raise InvalidInputError(
             f"expected tokens (N, tokens, D), got shape {tuple(tokens.shape)}"
         )
     return patches_on_grid(tokens.transpose(1, 2), num_prefix_tokens, grid_size)

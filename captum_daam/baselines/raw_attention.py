@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from .._core.capture import record_attention
 from .._core.grid import patches_on_grid
 from ..adapters import get_adapter
-from ._base import Inputs, check_inputs
+from ._base import Inputs, check_inputs, explanation_pass
 
 
 def raw_attention(
@@ -52,8 +52,9 @@ def raw_attention(
     inputs_tuple, grid = check_inputs(inputs, adapter)
     row = adapter.readout_token_index(token)
     extra = _format_additional_forward_args(additional_forward_args) or ()
-    with record_attention(list(adapter.sites)[-1:], row) as recorder, torch.no_grad():
-        model(*inputs_tuple, *extra)
+    with explanation_pass(model) as eager, torch.no_grad():
+        with record_attention(list(adapter.sites)[-1:], row) as recorder:
+            eager(*inputs_tuple, *extra)
     a0, _ = recorder.gather()[0]  # the readout row (N, heads, tokens)
     return patches_on_grid(a0.mean(dim=1), adapter.num_prefix_tokens, grid)[:, None]
 

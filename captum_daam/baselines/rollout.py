@@ -13,8 +13,8 @@ from torch import Tensor, nn
 from .._core.flow import attention_matrices
 from .._core.grid import patches_on_grid
 from ..adapters import get_adapter
-from ..errors import UnsupportedModelError
-from ._base import Inputs, check_inputs
+from ..errors import InvalidInputError, UnsupportedModelError
+from ._base import Inputs, check_inputs, explanation_pass
 
 
 def _attention_matrices(
@@ -27,7 +27,8 @@ def _attention_matrices(
     if refusal is not None:
         raise UnsupportedModelError(f"attention rollout needs every block's attention: {refusal}")
     try:
-        return attention_matrices(model, list(adapter.sites), inputs, extra)
+        with explanation_pass(model) as eager:
+            return attention_matrices(eager, list(adapter.sites), inputs, extra)
     except ValueError as error:
         raise UnsupportedModelError(f"attention rollout: {error}") from None
 
@@ -88,9 +89,9 @@ def attention_rollout(
         "min": lambda a: a.amin(dim=1),
     }
     if head_fusion not in fusions:
-        raise ValueError(f"head_fusion {head_fusion!r}: choose one of {sorted(fusions)}")
+        raise InvalidInputError(f"head_fusion {head_fusion!r}: choose one of {sorted(fusions)}")
     if not 0.0 <= residual <= 1.0:
-        raise ValueError(f"residual must lie in [0, 1], got {residual}")
+        raise InvalidInputError(f"residual must lie in [0, 1], got {residual}")
     extra = _format_additional_forward_args(additional_forward_args) or ()
     matrices = _attention_matrices(model, inputs_tuple, extra)
     rollout: Optional[Tensor] = None

@@ -1,13 +1,16 @@
 """The ``captum-daam`` command line: ``explain`` images with any timm ViT, ``evaluate``
 DAAM against its peers, or run the ``demo`` on the embedded default model, offline.
 
-User errors (missing files, unknown model names, weights that do not fit, unwritable
-output folders) print one line and exit with status 2, never a traceback.
+User errors (every :class:`~captum_daam.errors.DAAMError`: missing or corrupt files,
+unsafe weights, unknown model names, weights that do not fit, unwritable output folders)
+print one line and exit with status 2, never a traceback. Inside a folder, an image that
+cannot be read or is over ``--max-pixels`` is reported and skipped.
 
 * :mod:`.parser`: the arguments and :func:`main`;
 * :mod:`.common`: :class:`UserError`, the output folder and the device;
-* :mod:`.models`: the model, its weights and preprocessing;
-* :mod:`.images`: the image files;
+* :mod:`.models`: the model and its preprocessing;
+* :mod:`.weights`: weights files, read safely;
+* :mod:`.images`: the image files, with the pixel cap;
 * :mod:`.explain`: ``explain`` and ``demo``;
 * :mod:`.evaluate`: ``evaluate`` (the protocol itself is
   :mod:`captum_daam.evaluation.protocol`).

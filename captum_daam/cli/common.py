@@ -6,9 +6,21 @@ from pathlib import Path
 
 import torch
 
+from ..errors import InvalidInputError
 
-class UserError(Exception):
-    """A problem with what the user asked for: reported as one line, exit status 2."""
+
+class UserError(InvalidInputError):
+    """A problem with what the user asked for: reported as one line, exit status 2.
+
+    The command line reports every :class:`~captum_daam.errors.DAAMError` the same way;
+    this one is for problems only the command line knows (its options and files).
+    """
+
+
+def one_line(error: BaseException) -> str:
+    """The error's message on one line (a user error is reported as exactly one)."""
+    text = " ".join(part.strip() for part in str(error).splitlines() if part.strip())
+    return text or type(error).__name__
 
 
 def prepare_out(out: Path) -> None:
@@ -19,7 +31,8 @@ def prepare_out(out: Path) -> None:
         probe.write_text("")
         probe.unlink()
     except OSError as error:
-        raise UserError(f"cannot write to {out}: {error.strerror or error}") from None
+        raise UserError(f"cannot write to {out}: {error.strerror or error}; choose a "
+                        "writable --out folder") from None
 
 
 def choose_device(choice: str) -> torch.device:
@@ -31,4 +44,4 @@ def choose_device(choice: str) -> torch.device:
     return torch.device(choice)
 
 
-__all__ = ["UserError", "choose_device", "prepare_out"]
+__all__ = ["UserError", "choose_device", "one_line", "prepare_out"]

@@ -96,8 +96,12 @@ def evaluate_command(args: argparse.Namespace) -> Dict[str, object]:
     methods = _check_counts(args)
     loaded = load_model(args.model, args.weights)
     model = loaded.model.to(device)
+    if args.max_pixels < 0:
+        raise UserError(f"--max-pixels must be 0 (no cap) or more, not {args.max_pixels}")
     dataset = evaluation_dataset(args.dataset, args.root, args.images, args.num_images,
                                  loaded.transform)
+    if hasattr(dataset, "max_pixels"):  # a dataset of image files
+        dataset.max_pixels = args.max_pixels
     count = len(dataset) if args.limit is None else min(args.limit, len(dataset))
     ids = [item_id(dataset, i) for i in range(count)]
     tuning, evaluation = split_tuning_and_report(ids, args.split)

@@ -3,22 +3,40 @@ figures, raw maps, an optional GIF and viewer page, and ``summary.json``."""
 
 from __future__ import annotations
 
+import argparse
 import json
+import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 
-from .common import UserError, prepare_out
-from .images import load_images
+from ..errors import DAAMError
+from .common import UserError, choose_device, prepare_out
+from .images import DEFAULT_MAX_PIXELS, collect_images, load_images
 from .models import LoadedModel, load_model
+
+if TYPE_CHECKING:
+    from ..memory_bank import MemoryBank
+
+
+def load_bank(path: Path, device: torch.device):
+    """The :class:`~captum_daam.MemoryBank` in ``path`` on ``device``, or one
+    :class:`UserError` saying why the file cannot be used."""
+    from .. import MemoryBank
+
+    try:
+        return MemoryBank.load(path, device=device)
+    except DAAMError as error:
+        raise UserError(f"cannot use memory bank: {error}") from None
 
 
 def _explainer(loaded: LoadedModel, device: torch.device, target: Optional[int], topk: int,
-               bank: Optional[Path], k: int, queries: Optional[str]):
-    """The explainer and the class names to show, or :class:`UserError`."""
+               bank, k: int, queries: Optional[str]):
+    """The explainer and the class names to show (None: the bank's labels), or
+    :class:`UserError`."""
     from .. import DAAM
     from ..errors import UnsupportedModelError
 
@@ -27,11 +45,14 @@ def _explainer(loaded: LoadedModel, device: torch.device, target: Optional[int],
 
         if topk != 1:
             raise UserError("--topk does not apply with --ssl: the bank's vote is explained")
+        if not isinstance(bank, MemoryBank):
+            bank = load_bank(bank, device)
         try:
-            return SelfSupervisedDAAM(loaded.model, MemoryBank.load(bank, device=device), k=k,
-                                      queries=queries), None  # the bank's labels
-        except (OSError, ValueError) as error:
-            raise UserError(f"cannot use memory bank {bank}: {error}") from None
+            return SelfSupervisedDAAM(loaded.model, bank, k=k, queries=queries), None
+        except UnsupportedModelError as error:
+            raise UserError(f"{loaded.name}: {error}") from None
+        except ValueError as error:  # e.g. k larger than the bank, features of another size
+            raise UserError(f"cannot use the memory bank: {error}") from None
     try:
         daam = DAAM(loaded.model, queries=queries)
     except UnsupportedModelError as error:
@@ -132,16 +153,19 @@ def explain(
     html: bool = False,
     boxes: Optional[Dict[str, List[float]]] = None,
     progress: bool = True,
-    bank: Optional[Path] = None,
+    bank: Optional[Union[Path, "MemoryBank"]] = None,
     k: int = 20,
     queries: Optional[str] = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> dict:
     """Explain ``files`` and write, per image, the flow figure, the raw maps (.npz) and
     optionally a GIF, plus ``summary.json`` and optionally the interactive viewer
     ``viewer.html`` of all images. Returns the summary.
 
-    With ``bank`` (a :class:`~captum_daam.MemoryBank` file), the self-supervised variant
-    explains each image's k-NN vote (or ``target``) instead of a classifier's logit.
+    With ``bank`` (a :class:`~captum_daam.MemoryBank` or its file), the self-supervised
+    variant explains each image's k-NN vote (or ``target``) instead of a classifier's
+    logit. Images that cannot be read, or have more than ``max_pixels`` pixels (0: no
+    cap), are skipped and listed in the summary's ``"skipped"``.
     ``queries`` picks the decomposition as for :class:`~captum_daam.DAAM` (``None``: the
     model's natural one). ``boxes`` maps file names to a box ``(x0, y0, x1, y1)`` in
     model-input pixels: those images get the share of the map's mass inside it.
@@ -163,10 +187,9 @@ def explain(
     records: List[dict] = []
     shown_images, shown_flows = [], []  # for the viewer
     seconds_explaining = 0.0
-    loaded_images = list(load_images(files, loaded.transform))
+    loaded_images = list(load_images(files, loaded.transform, max_pixels))
     good = [(f, x) for f, x in loaded_images if isinstance(x, torch.Tensor)]
-    problems = [f"{f}: cannot read image ({x}), skipped"
-                for f, x in loaded_images if not isinstance(x, torch.Tensor)]
+    problems = [f"{f}: {x}, skipped" for f, x in loaded_images if isinstance(x, str)]
     bar = tqdm(total=len(good), desc="explaining", unit="img", disable=not progress)
     for start in range(0, len(good), batch_size):
         chunk = good[start : start + batch_size]
@@ -250,4 +273,27 @@ def demo(out: Path, num_images: int = 6, seed: int = 2026, gif: bool = False,
     return summary
 
 
-__all__ = ["demo", "explain"]
+def explain_command(args: argparse.Namespace) -> dict:
+    """``captum-daam explain``: the options checked and every file the user named read
+    (output folder, images, bank) before the model is loaded; then :func:`explain`.
+    Returns its summary; the images skipped are reported on stderr."""
+    if args.batch_size < 1:
+        raise UserError("--batch-size must be at least 1")
+    if args.max_pixels < 0:
+        raise UserError(f"--max-pixels must be 0 (no cap) or more, not {args.max_pixels}")
+    if args.ssl != (args.bank is not None):
+        raise UserError("--ssl and --bank FILE go together")
+    out, device = Path(args.out), choose_device(args.device)
+    prepare_out(out)  # before any slow model loading
+    files, skipped = collect_images(args.paths)
+    for line in skipped:
+        print(f"captum-daam: {line}", file=sys.stderr)
+    if not files:
+        raise UserError("no image files found in " + ", ".join(args.paths))
+    bank = load_bank(Path(args.bank), device) if args.bank else None
+    return explain(load_model(args.model, args.weights), files, out, device, args.batch_size,
+                   args.target, args.topk, args.gif, args.html, bank=bank, k=args.k,
+                   queries=args.queries, max_pixels=args.max_pixels)
+
+
+__all__ = ["demo", "explain", "explain_command", "load_bank"]

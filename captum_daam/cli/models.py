@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Optional, Sequence, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 
-import torch
 from torch import nn
 
 from .common import UserError
+from .weights import misfit, state_dict_from
 
 EMBEDDED = "embedded"
 
@@ -27,28 +27,6 @@ class LoadedModel:
     class_names: Optional[Sequence[str]]
 
 
-def state_dict_from(path: Path) -> Dict[str, torch.Tensor]:
-    """The state dict in a .safetensors or .pth file (unwrapping ``state_dict``,
-    ``model`` or ``module`` entries), or :class:`UserError`."""
-    if not path.is_file():
-        raise UserError(f"weights file not found: {path}")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path))
-        else:
-            state = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as error:  # unreadable or not a checkpoint
-        raise UserError(f"cannot read weights {path}: {error}") from None
-    for key in ("state_dict", "model", "module"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-    if not isinstance(state, dict):
-        raise UserError(f"{path} does not hold a state dict")
-    return state
-
-
 def _num_classes(model: nn.Module) -> int:
     """The model's classes as its adapter knows them; 0 for an unsupported model (the
     explainer refuses it later, with the adapter's message)."""
@@ -62,21 +40,29 @@ def _num_classes(model: nn.Module) -> int:
 
 
 def _timm_model(name: str, weights: Optional[str]) -> nn.Module:
+    """timm's ``name`` with its pretrained weights (downloaded) or the local ``weights``
+    file (read by :func:`state_dict_from`, loaded strictly), or a one-line error."""
     import timm
 
     from ..adapters import num_classes_in_state_dict
 
     if weights is None:
-        return timm.create_model(name, pretrained=True)
+        try:
+            return timm.create_model(name, pretrained=True)
+        except Exception as error:  # the hub cannot be reached, or similar
+            raise UserError(
+                f"could not load pretrained weights for {name} ({type(error).__name__}); "
+                "offline? pass --weights PATH to a local .safetensors or .pth file"
+            ) from None
     state = state_dict_from(Path(weights))
     classes = num_classes_in_state_dict(state)
     extra = {"num_classes": classes} if classes is not None else {}
-    model = timm.create_model(name, pretrained=False, **extra)
     try:
+        model = timm.create_model(name, pretrained=False, **extra)
         model.load_state_dict(state, strict=True)
-    except RuntimeError as error:
-        first = str(error).splitlines()[1].strip() if "\n" in str(error) else error
-        raise UserError(f"weights {weights} do not fit {name}: {first}") from None
+    except (RuntimeError, ValueError, TypeError) as error:
+        raise UserError(f"weights {weights} do not fit {name}: {misfit(error)}; pass the "
+                        "--model the weights were saved from") from None
     return model
 
 
@@ -115,15 +101,7 @@ def load_model(name: Optional[str], weights: Optional[str]) -> LoadedModel:
 
     if not timm.is_model(name):
         raise UserError(f"unknown model name {name!r}; list names with timm.list_models()")
-    try:
-        model = _timm_model(name, weights)
-    except UserError:
-        raise
-    except Exception as error:  # the hub cannot be reached, or similar
-        raise UserError(
-            f"could not load pretrained weights for {name} ({type(error).__name__}); "
-            "offline? pass --weights PATH to a local .safetensors or .pth file"
-        ) from None
+    model = _timm_model(name, weights)
     config = resolve_data_config({}, model=model)
     return LoadedModel(model.eval(), name, create_transform(**config), config["mean"],
                        config["std"], class_names_for(_num_classes(model)))

@@ -12,7 +12,9 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .common import UserError, choose_device, prepare_out
+from ..errors import DAAMError
+from .common import UserError, one_line
+from ..image_files import DEFAULT_MAX_PIXELS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,6 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--queries", choices=("readout", "all"), default=None,
                     help="decompose the class token's row (readout, the paper) or every "
                          "query (all: pooled models, Swin); default: the model's readout")
+    ex.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
+                    help="skip (and report) images of more than N pixels, checked from the "
+                         "file's header before decoding; 0: no cap (default "
+                         f"{DEFAULT_MAX_PIXELS:,}, PIL's own limit: about 9459 x 9459)")
     ev = commands.add_parser(
         "evaluate", help="localisation, faithfulness and sanity checks of DAAM and its peers")
     ev.add_argument("--dataset", choices=("subset", "official", "xml", "synthetic"),
@@ -53,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
                          "images; synthetic: the embedded model's shapes (default)")
     ev.add_argument("--root", default=None)
     ev.add_argument("--images", default=None, help="image folder (official, xml)")
+    ev.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
+                    help="refuse images of more than N pixels, checked from the file's "
+                         "header before decoding; 0: no cap (default "
+                         f"{DEFAULT_MAX_PIXELS:,})")
     ev.add_argument("--num-images", type=int, default=64, help="synthetic images")
     ev.add_argument("--limit", type=int, default=None, help="use the first N images only")
     ev.add_argument("--model", default=None,
@@ -122,34 +132,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 print(f"wrote the evaluation to {args.out} "
                       f"({time.perf_counter() - start:.1f} s)")
             return 0
-        from .explain import demo, explain
-        from .images import collect_images
-        from .models import load_model
+        from .explain import demo, explain_command
 
         if args.command == "demo":
             summary = demo(Path(args.out), args.images, gif=args.gif, html=args.html)
         else:
-            if args.batch_size < 1:
-                raise UserError("--batch-size must be at least 1")
-            if args.ssl != (args.bank is not None):
-                raise UserError("--ssl and --bank FILE go together")
-            prepare_out(Path(args.out))  # before any slow model loading
-            files, skipped = collect_images(args.paths)
-            for line in skipped:
-                print(f"captum-daam: {line}", file=sys.stderr)
-            if not files:
-                raise UserError("no image files found in " + ", ".join(args.paths))
-            summary = explain(load_model(args.model, args.weights), files, Path(args.out),
-                              choose_device(args.device), args.batch_size, args.target,
-                              args.topk, args.gif, args.html,
-                              bank=Path(args.bank) if args.bank else None, k=args.k,
-                              queries=args.queries)
+            summary = explain_command(args)
         for line in summary["skipped"]:
             print(f"captum-daam: {line}", file=sys.stderr)
         if not summary["images"]:
             raise UserError("none of the images could be read")
-    except UserError as error:
-        print(f"captum-daam: error: {error}", file=sys.stderr)
+    except DAAMError as error:  # every user error: one line, status 2
+        print(f"captum-daam: error: {one_line(error)}", file=sys.stderr)
+        return 2
+    except OSError as error:  # writing the outputs (disk full, permissions changed)
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"captum-daam: error: {where}{error.strerror or one_line(error)}",
+              file=sys.stderr)
         return 2
     for record in summary["images"]:
         best = record["explained"][0]

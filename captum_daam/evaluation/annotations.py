@@ -23,12 +23,15 @@ from __future__ import annotations
 
 import csv
 import xml.etree.ElementTree as ElementTree
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
+
+from ..errors import DAAMError, InvalidFileError, InvalidInputError
 
 PathLike = Union[str, Path]
 
@@ -57,6 +60,23 @@ class AnnotatedImage:
     size: Optional[Tuple[int, int]] = None
 
 
+@contextmanager
+def _reading(path: PathLike, expected: str) -> Iterator[None]:
+    """Turn what a malformed annotation file raises (a missing column, a field that is
+    not a number, broken XML, undecodable bytes) into :class:`InvalidFileError`."""
+    try:
+        yield
+    except DAAMError:
+        raise
+    except FileNotFoundError:
+        raise InvalidFileError(f"{path} does not exist; expected {expected} there") from None
+    except (OSError, ValueError, KeyError, IndexError, csv.Error, SyntaxError) as error:
+        detail = f"no column {error}" if isinstance(error, KeyError) else str(error)
+        raise InvalidFileError(
+            f"cannot read {path} ({type(error).__name__}: {detail}); expected {expected}"
+        ) from None
+
+
 def load_subset_boxes(csv_path: PathLike, files: Sequence[str] = ()) -> List[AnnotatedImage]:
     """The images of a subset's ``boxes.csv``, boxes grouped per image.
 
@@ -76,7 +96,8 @@ def load_subset_boxes(csv_path: PathLike, files: Sequence[str] = ()) -> List[Ann
         ['ILSVRC2012_val_00000001.JPEG']
     """
     grouped: Dict[str, Tuple[int, List[List[float]]]] = {}
-    with open(csv_path, newline="") as handle:
+    columns = "a csv with columns file, label, x0, y0, x1, y1"
+    with _reading(csv_path, columns), open(csv_path, newline="") as handle:
         for row in csv.DictReader(handle):
             label, boxes = grouped.setdefault(row["file"], (int(row["label"]), []))
             boxes.append([float(row[k]) for k in ("x0", "y0", "x1", "y1")])
@@ -90,14 +111,15 @@ def load_subset_boxes(csv_path: PathLike, files: Sequence[str] = ()) -> List[Ann
 
 def _read_rows(path: Path, columns: int) -> List[List[str]]:
     if not path.is_file():
-        raise ValueError(f"{path} does not exist; expected the official boxes files there")
+        raise InvalidFileError(f"{path} does not exist; expected the official boxes files there")
     rows = []
-    with open(path, newline="") as handle:
+    with _reading(path, f"{columns} comma-separated fields a line"), \
+            open(path, newline="") as handle:
         for number, row in enumerate(csv.reader(handle), start=1):
             if not row:
                 continue
             if len(row) != columns:
-                raise ValueError(
+                raise InvalidFileError(
                     f"{path}:{number}: expected {columns} comma-separated fields, got {row!r}"
                 )
             rows.append([field.strip() for field in row])
@@ -132,22 +154,25 @@ def load_official_boxes(root: PathLike, files: Sequence[str] = ()) -> List[Annot
     """
     root = Path(root)
     wanted = set(files)
-    labels = {f: int(v) for f, v in _read_rows(root / "class_labels.txt", 2)}
-    sizes = {f: (int(h), int(w)) for f, w, h in _read_rows(root / "image_sizes.txt", 3)}
+    with _reading(root / "class_labels.txt", "file,class lines"):
+        labels = {f: int(v) for f, v in _read_rows(root / "class_labels.txt", 2)}
+    with _reading(root / "image_sizes.txt", "file,width,height lines"):
+        sizes = {f: (int(h), int(w)) for f, w, h in _read_rows(root / "image_sizes.txt", 3)}
     boxes: Dict[str, List[List[float]]] = {}
-    for file, *coords in _read_rows(root / "localization.txt", 5):
-        if not wanted or file in wanted or Path(file).name in wanted:
-            boxes.setdefault(file, []).append([float(c) for c in coords])
+    with _reading(root / "localization.txt", "file,x0,y0,x1,y1 lines"):
+        for file, *coords in _read_rows(root / "localization.txt", 5):
+            if not wanted or file in wanted or Path(file).name in wanted:
+                boxes.setdefault(file, []).append([float(c) for c in coords])
     entries = []
     for file in sorted(boxes):
         if file not in labels or file not in sizes:
-            raise ValueError(f"{file} has boxes but no label or size in {root}")
+            raise InvalidFileError(f"{file} has boxes but no label or size in {root}")
         entries.append(AnnotatedImage(file, labels[file], _inclusive_to_edges(boxes[file]),
                                       sizes[file]))
     found = {e.file for e in entries} | {Path(e.file).name for e in entries}
     missing = sorted(wanted - found)
     if missing:
-        raise ValueError(f"no boxes in {root} for {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+        raise InvalidInputError(f"no boxes in {root} for {missing[:5]}{' ...' if len(missing) > 5 else ''}")
     return entries
 
 
@@ -167,7 +192,7 @@ def imagenet_synsets() -> Dict[str, int]:
 def _text(node: ElementTree.Element, tag: str, path: Path) -> str:
     found = node.find(tag)
     if found is None or found.text is None:
-        raise ValueError(f"{path}: <{node.tag}> has no <{tag}>")
+        raise InvalidFileError(f"{path}: <{node.tag}> has no <{tag}>")
     return found.text.strip()
 
 
@@ -198,33 +223,39 @@ def load_xml_boxes(
     folder = Path(folder)
     paths = sorted(folder.rglob("*.xml"))
     if not paths:
-        raise ValueError(f"no .xml annotation files in {folder}")
+        raise InvalidFileError(f"no .xml annotation files in {folder}")
     names = imagenet_synsets() if class_index is None else dict(class_index)
     entries = []
     for path in paths:
-        root = ElementTree.parse(path).getroot()
-        size = root.find("size")
-        if size is None:
-            raise ValueError(f"{path}: no <size> element")
-        hw = (int(float(_text(size, "height", path))), int(float(_text(size, "width", path))))
-        objects = [(_text(o, "name", path), o) for o in root.iter("object")]
-        if not objects:
-            raise ValueError(f"{path}: no <object>; leave images without boxes out")
-        name = objects[0][0]
-        if name not in names:
-            raise ValueError(
-                f"{path}: object name {name!r} is not a known class; pass class_index="
-                "{name: index} for non-ImageNet annotations"
-            )
-        coords = []
-        for object_name, node in objects:
-            if object_name == name:
-                box = node.find("bndbox")
-                if box is None:
-                    raise ValueError(f"{path}: <object> without <bndbox>")
-                coords.append([float(_text(box, t, path)) for t in ("xmin", "ymin", "xmax", "ymax")])
-        entries.append(AnnotatedImage(path.stem, names[name], _inclusive_to_edges(coords, origin), hw))
+        with _reading(path, "an ILSVRC / PASCAL VOC annotation"):
+            entries.append(_xml_entry(path, names, origin))
     return entries
+
+
+def _xml_entry(path: Path, names: Mapping[str, int], origin: int) -> AnnotatedImage:
+    """One XML annotation file's image."""
+    root = ElementTree.parse(path).getroot()
+    size = root.find("size")
+    if size is None:
+        raise InvalidFileError(f"{path}: no <size> element")
+    hw = (int(float(_text(size, "height", path))), int(float(_text(size, "width", path))))
+    objects = [(_text(o, "name", path), o) for o in root.iter("object")]
+    if not objects:
+        raise InvalidFileError(f"{path}: no <object>; leave images without boxes out")
+    name = objects[0][0]
+    if name not in names:
+        raise InvalidFileError(
+            f"{path}: object name {name!r} is not a known class; pass class_index="
+            "{name: index} for non-ImageNet annotations"
+        )
+    coords = []
+    for object_name, node in objects:
+        if object_name == name:
+            box = node.find("bndbox")
+            if box is None:
+                raise InvalidFileError(f"{path}: <object> without <bndbox>")
+            coords.append([float(_text(box, t, path)) for t in ("xmin", "ymin", "xmax", "ymax")])
+    return AnnotatedImage(path.stem, names[name], _inclusive_to_edges(coords, origin), hw)
 
 
 __all__ = [

@@ -8,6 +8,8 @@ import torch
 from torch import Tensor
 from torchvision import transforms as T
 
+from ..errors import InvalidInputError
+
 # Transforms that do not move pixels.
 _PHOTOMETRIC = (T.ToTensor, T.Normalize, T.ConvertImageDtype, T.PILToTensor)
 
@@ -48,7 +50,7 @@ def boxes_through_transform(
             boxes[:, [1, 3]] -= top
             height, width = crop_h, crop_w
         elif not isinstance(step, _PHOTOMETRIC) and type(step).__name__ != "MaybeToTensor":
-            raise ValueError(
+            raise InvalidInputError(
                 f"cannot map boxes through {type(step).__name__}; use an evaluation "
                 "transform made of Resize, CenterCrop and tensor conversion"
             )
@@ -59,7 +61,13 @@ def boxes_through_transform(
 
 def boxes_mask(boxes: Tensor, size: Tuple[int, int]) -> Tensor:
     """Boolean (height, width) mask of the union of ``boxes`` (pixel centres inside)."""
-    height, width = size
+    if not isinstance(boxes, Tensor) or boxes.is_complex() or (
+            boxes.dim() > 0 and boxes.shape[-1] != 4) or boxes.dim() > 2:
+        shape = tuple(boxes.shape) if isinstance(boxes, Tensor) else type(boxes).__name__
+        raise InvalidInputError(
+            f"boxes must be a real tensor (K, 4) as (x0, y0, x1, y1), got {shape}"
+        )
+    height, width = (int(s) for s in size)
     ys = torch.arange(height, dtype=torch.float64) + 0.5
     xs = torch.arange(width, dtype=torch.float64) + 0.5
     mask = torch.zeros(height, width, dtype=torch.bool)

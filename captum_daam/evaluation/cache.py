@@ -15,6 +15,8 @@ import os
 from pathlib import Path
 from typing import Any, Dict, Iterable, Mapping, Optional, Union
 
+from ..errors import InvalidInputError
+
 #: One image's measurements by one method (see :func:`~.loop.evaluate`).
 Record = Dict[str, Any]
 
@@ -73,7 +75,7 @@ class RecordCache:
             if stored != settings:
                 changed = sorted(k for k in set(stored) | set(settings)
                                  if stored.get(k) != settings.get(k))
-                raise ValueError(
+                raise InvalidInputError(
                     f"the cache {self.root} was made with other settings ({', '.join(changed)} "
                     "differ); use another cache folder or delete this one"
                 )

@@ -25,10 +25,11 @@ from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
-from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from ..errors import InvalidFileError, InvalidInputError
+from ..image_files import DEFAULT_MAX_PIXELS, read_image
 from .annotations import (
     AnnotatedImage,
     PathLike,
@@ -48,7 +49,7 @@ _IMAGE_SUFFIXES = {".jpeg", ".jpg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 def _image_index(folder: Path) -> Dict[str, Path]:
     """Every image under ``folder`` by relative path, by base name and by stem."""
     if not folder.is_dir():
-        raise ValueError(f"image folder {folder} does not exist")
+        raise InvalidFileError(f"image folder {folder} does not exist")
     index: Dict[str, Path] = {}
     for path in sorted(folder.rglob("*")):
         if path.suffix.lower() in _IMAGE_SUFFIXES and path.is_file():
@@ -73,6 +74,12 @@ class BoxDataset(Dataset):
         transform: The model's evaluation transform (``Resize``, ``CenterCrop`` and
             tensor steps, e.g. ``timm.data.create_transform(**cfg, is_training=False)``).
 
+    Attributes:
+        max_pixels: The largest image (``width * height``, read from the file's header)
+            that is decoded; a larger one raises
+            :class:`~captum_daam.InvalidFileError` when its item is read. Default
+            :data:`captum_daam.image_files.DEFAULT_MAX_PIXELS`; 0 for no cap.
+
     Example::
 
         >>> cfg = timm.data.resolve_data_config({}, model=model)
@@ -80,6 +87,8 @@ class BoxDataset(Dataset):
         ...                                 timm.data.create_transform(**cfg))
         >>> loader = DataLoader(data, batch_size=32, collate_fn=collate_boxes)
     """
+
+    max_pixels: int = DEFAULT_MAX_PIXELS
 
     def __init__(
         self, entries: Sequence[AnnotatedImage], image_dir: PathLike, transform: Callable
@@ -98,7 +107,7 @@ class BoxDataset(Dataset):
                 self.entries.append(entry)
                 self.paths.append(path)
         if entries and not self.entries:
-            raise ValueError(
+            raise InvalidFileError(
                 f"none of the {len(entries)} annotated images is in {self.image_dir} "
                 f"(e.g. {entries[0].file}); point image_dir at the images"
             )
@@ -142,10 +151,14 @@ class BoxDataset(Dataset):
             >>> mask = boxes_mask(boxes, size)
         """
         entry = self.entries[index]
-        with Image.open(self.paths[index]) as image:
-            image = image.convert("RGB")
-            size = (image.height, image.width)
-            pixels = self.transform(image)
+        try:
+            image = read_image(self.paths[index], self.max_pixels)
+        except InvalidFileError as error:
+            raise InvalidFileError(
+                f"{self.paths[index]}: {error}; replace the file or leave it out"
+            ) from None
+        size = (image.height, image.width)
+        pixels = self.transform(image)
         boxes = entry.boxes.to(torch.float64).clone()
         if entry.size is not None and tuple(entry.size) != size:
             boxes[:, [0, 2]] *= size[1] / entry.size[1]
@@ -205,7 +218,7 @@ def collate_boxes(batch: Sequence[BoxedItem]) -> Tuple[Tensor, Tensor, List[Tens
         >>> images, labels, boxes, ids = next(iter(DataLoader(data, 8, collate_fn=collate_boxes)))
     """
     if not batch:
-        raise ValueError("cannot collate an empty batch")
+        raise InvalidInputError("cannot collate an empty batch")
     images, labels, boxes, ids = zip(*batch)
     return torch.stack(images), torch.tensor(labels, dtype=torch.long), list(boxes), list(ids)
 

@@ -35,7 +35,7 @@ from torchvision.transforms.functional import gaussian_blur
 
 from ..adapters import get_adapter
 from ..baselines import class_targets
-from ..errors import UnsupportedModelError
+from ..errors import InvalidInputError, InvalidInputTypeError, UnsupportedModelError
 from ..input_space import to_input_space
 from .similarity import channel_maps
 
@@ -77,7 +77,7 @@ def logits_function(model_or_forward: Union[nn.Module, Forward]) -> Forward:
         >>> logits_function(model)(images).argmax(-1)
     """
     if not callable(model_or_forward):
-        raise TypeError(
+        raise InvalidInputTypeError(
             f"expected a model or a function images -> logits, got "
             f"{type(model_or_forward).__name__}"
         )
@@ -97,17 +97,17 @@ def _resolve_grid(
 ) -> Tuple[int, int]:
     if grid_size is None:
         if not isinstance(model_or_forward, nn.Module):
-            raise ValueError("pass grid_size=(rows, cols) with a plain forward function")
+            raise InvalidInputError("pass grid_size=(rows, cols) with a plain forward function")
         try:
             grid_size = get_adapter(model_or_forward).grid_size(size)
         except UnsupportedModelError as error:
-            raise ValueError(
+            raise InvalidInputError(
                 f"cannot tell the patch grid of {type(model_or_forward).__name__}; pass "
                 "grid_size=(rows, cols)"
             ) from error
     rows, cols = int(grid_size[0]), int(grid_size[1])
     if rows < 1 or cols < 1 or size[0] % rows or size[1] % cols:
-        raise ValueError(
+        raise InvalidInputError(
             f"images of {size[0]}x{size[1]} pixels do not split into a {rows}x{cols} patch "
             "grid; pass the model's patch grid (rows, cols) for images whose sides are "
             "multiples of the patch size"
@@ -123,6 +123,10 @@ def blurred(images: Tensor, sigma: float) -> Tensor:
 
         >>> baseline = blurred(images, sigma=8.0)
     """
+    if not isinstance(images, Tensor) or images.dim() != 4 or not images.is_floating_point():
+        shape = (f"{images.dtype} {tuple(images.shape)}" if isinstance(images, Tensor)
+                 else type(images).__name__)
+        raise InvalidInputError(f"blurred takes float images (N, C, H, W), got {shape}")
     if sigma <= 0:
         return images.clone()
     half = min(int(math.ceil(3 * sigma)), min(images.shape[-2:]) - 1)
@@ -139,7 +143,7 @@ def _baseline_images(
             return blurred(images, max(patch) / 2.0)
         if baseline == "zeros":
             return torch.zeros_like(images)
-        raise ValueError(
+        raise InvalidInputError(
             f"unknown baseline {baseline!r}; use 'blur', 'zeros', a number, a tensor or a "
             "function images -> baseline images"
         )
@@ -149,16 +153,16 @@ def _baseline_images(
         try:
             return baseline.to(images).expand_as(images)
         except RuntimeError as error:
-            raise ValueError(
+            raise InvalidInputError(
                 f"baseline of shape {tuple(baseline.shape)} does not broadcast to the "
                 f"images {tuple(images.shape)}"
             ) from error
     if callable(baseline):
         out = baseline(images)
         if not isinstance(out, Tensor) or out.shape != images.shape:
-            raise ValueError("a baseline function must return a tensor shaped like the images")
+            raise InvalidInputError("a baseline function must return a tensor shaped like the images")
         return out.to(images)
-    raise TypeError(f"unsupported baseline {type(baseline).__name__}")
+    raise InvalidInputTypeError(f"unsupported baseline {type(baseline).__name__}")
 
 
 def patch_ranks(maps: Tensor, grid_size: Tuple[int, int]) -> Tensor:
@@ -180,7 +184,7 @@ def patch_ranks(maps: Tensor, grid_size: Tuple[int, int]) -> Tensor:
     """
     maps = channel_maps(maps).detach().to(torch.float64)
     if not bool(torch.isfinite(maps).all()):
-        raise ValueError("maps contain NaN or infinite values")
+        raise InvalidInputError("maps contain NaN or infinite values")
     rows, cols = grid_size
     if tuple(maps.shape[-2:]) != (rows, cols):
         maps = F.adaptive_avg_pool2d(maps, (rows, cols))
@@ -237,18 +241,18 @@ def deletion_insertion(
         >>> result.deletion_auc.mean(), result.insertion_auc.mean()
     """
     if not isinstance(images, Tensor) or images.dim() != 4:
-        raise ValueError("images must be a tensor (N, C, H, W)")
+        raise InvalidInputError("images must be a tensor (N, C, H, W)")
     count = int(images.shape[0])
     if maps.shape[0] != count:
-        raise ValueError(f"got {maps.shape[0]} maps for {count} images")
+        raise InvalidInputError(f"got {maps.shape[0]} maps for {count} images")
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise InvalidInputError(f"batch_size must be >= 1, got {batch_size}")
     size = (int(images.shape[-2]), int(images.shape[-1]))
     rows, cols = _resolve_grid(model_or_forward, grid_size, size)
     patches = rows * cols
     steps = patches if steps is None else int(steps)
     if not 1 <= steps <= patches:
-        raise ValueError(f"steps must be between 1 and the {patches} patches, got {steps}")
+        raise InvalidInputError(f"steps must be between 1 and the {patches} patches, got {steps}")
     forward = logits_function(model_or_forward)
     patch = (size[0] // rows, size[1] // cols)
     ranks = patch_ranks(maps, (rows, cols)).to(images.device)
@@ -325,7 +329,7 @@ def explain_in_input_space(explain: Explain) -> Callable[..., Union[Tensor, Tupl
         inputs: Union[Tensor, Tuple[Tensor, ...]], target: TargetType = None
     ) -> Union[Tensor, Tuple[Tensor, ...]]:
         if isinstance(inputs, tuple) and len(inputs) != 1:
-            raise ValueError("explain functions take one tensor of images")
+            raise InvalidInputError("explain functions take one tensor of images")
         images = inputs[0] if isinstance(inputs, tuple) else inputs
         targets_t = class_targets(target, int(images.shape[0]), images.device)
         with torch.enable_grad():
@@ -387,7 +391,7 @@ def captum_metrics(
     forward = logits_function(model_or_forward)
     targets_t = class_targets(targets, int(images.shape[0]), images.device)
     if targets_t is None:
-        raise ValueError("captum_metrics needs explicit targets (one class per image)")
+        raise InvalidInputError("captum_metrics needs explicit targets (one class per image)")
     attribution = explain_in_input_space(explain)
     devices = [images.device] if images.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices, enabled=seed is not None):

@@ -15,6 +15,7 @@ from typing import Callable, List, Sequence, Tuple
 import torch
 from torch import Tensor
 
+from ..errors import InvalidFileError
 from .annotations import AnnotatedImage, PathLike, load_subset_boxes
 from .boxes import boxes_mask
 from .datasets import BoxDataset
@@ -48,7 +49,7 @@ class ImageNetSubset(torch.utils.data.Dataset):
         self.boxes = BoxDataset(listed, self.root / "images", transform)
         missing = sorted({e.file for e in listed} - {e.file for e in self.boxes.entries})
         if missing:
-            raise ValueError(
+            raise InvalidFileError(
                 f"{self.root / 'images'} lacks {len(missing)} of the images that "
                 f"{self.root / 'boxes.csv'} names (e.g. {missing[0]}); restore them or "
                 "pass files= without them"

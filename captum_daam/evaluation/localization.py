@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..errors import InvalidInputError, InvalidInputTypeError
 from .boxes import boxes_mask
 from .pointing import energy_in_boxes
 from .similarity import channel_maps, require_extra
@@ -50,7 +51,7 @@ def _taus(taus: Optional[TauLike]) -> np.ndarray:
         values = values.detach().cpu().numpy()
     values = np.asarray(values, dtype=np.float64).reshape(-1)
     if values.size == 0 or not np.isfinite(values).all():
-        raise ValueError("taus must be a non-empty sequence of finite thresholds in [0, 1]")
+        raise InvalidInputError("taus must be a non-empty sequence of finite thresholds in [0, 1]")
     return values
 
 
@@ -65,7 +66,7 @@ def _as_maps(maps: Tensor) -> np.ndarray:
     maps = channel_maps(maps, "maps at image resolution")[:, 0]
     array = maps.detach().to("cpu", torch.float64).numpy()
     if not np.isfinite(array).all():
-        raise ValueError("maps contain NaN or infinite values")
+        raise InvalidInputError("maps contain NaN or infinite values")
     return array
 
 
@@ -117,7 +118,7 @@ def largest_component_boxes(map2d: Tensor, taus: Optional[TauLike] = None) -> Te
     """
     if not isinstance(map2d, Tensor) or map2d.dim() != 2:
         shape = tuple(map2d.shape) if isinstance(map2d, Tensor) else type(map2d).__name__
-        raise ValueError(f"expected one map (H, W), got {shape}")
+        raise InvalidInputError(f"expected one map (H, W), got {shape}")
     array = _as_maps(map2d[None])[0]
     return torch.from_numpy(_component_boxes(_normalised(array), _taus(taus)))
 
@@ -147,14 +148,36 @@ def _iou_matrix(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
 
 
+def _as_tensor(values: object, what: str) -> Tensor:
+    """``values`` as a float64 tensor, or :class:`InvalidInputTypeError` naming ``what``."""
+    if isinstance(values, Tensor) and values.is_complex():
+        raise InvalidInputTypeError(f"{what} must be real numbers, got {values.dtype}")
+    try:
+        return torch.as_tensor(values, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError):
+        raise InvalidInputTypeError(
+            f"{what} must be numbers (a tensor or nested lists), got {type(values).__name__}"
+        ) from None
+
+
 def _as_boxes(boxes: Tensor, what: str = "boxes") -> np.ndarray:
-    if not isinstance(boxes, Tensor):
-        boxes = torch.as_tensor(boxes, dtype=torch.float64)
+    boxes = _as_tensor(boxes, what)
     if boxes.dim() == 1:
         boxes = boxes[None]
     if boxes.dim() != 2 or boxes.shape[1] != 4:
-        raise ValueError(f"{what} must be (K, 4) as (x0, y0, x1, y1), got shape {tuple(boxes.shape)}")
+        raise InvalidInputError(f"{what} must be (K, 4) as (x0, y0, x1, y1), got shape {tuple(boxes.shape)}")
     return boxes.detach().to("cpu", torch.float64).numpy()
+
+
+def _check_box_count(boxes: Sequence[Tensor], count: int) -> None:
+    """One entry of boxes per map, or an error naming both counts."""
+    if isinstance(boxes, (Tensor, str)) or not hasattr(boxes, "__len__"):
+        raise InvalidInputTypeError(
+            f"boxes must be a list of {count} tensors (K, 4), one per image; got "
+            f"{type(boxes).__name__}"
+        )
+    if len(boxes) != count:
+        raise InvalidInputError(f"got {count} maps but boxes for {len(boxes)} images")
 
 
 def box_iou(box: Tensor, boxes: Tensor) -> Tensor:
@@ -174,7 +197,7 @@ def box_iou(box: Tensor, boxes: Tensor) -> Tensor:
     """
     pred = _as_boxes(box, "box")
     if pred.shape[0] != 1:
-        raise ValueError(f"box must be a single box (4,), got {pred.shape[0]} boxes")
+        raise InvalidInputError(f"box must be a single box (4,), got {pred.shape[0]} boxes")
     return torch.from_numpy(_iou_matrix(pred, _as_boxes(boxes))[0])
 
 
@@ -207,17 +230,16 @@ def localization_ious(
         >>> max_box_acc(ious)                            # MaxBoxAcc at 0.3, 0.5, 0.7
     """
     arrays = _as_maps(maps)
-    if len(boxes) != arrays.shape[0]:
-        raise ValueError(f"got {arrays.shape[0]} maps but boxes for {len(boxes)} images")
+    _check_box_count(boxes, arrays.shape[0])
     thresholds = _taus(taus)
     height, width = arrays.shape[1:]
     out = np.zeros((arrays.shape[0], len(thresholds)))
     for index, (array, truth) in enumerate(zip(arrays, boxes)):
         truth = _as_boxes(truth)
         if truth.shape[0] == 0:
-            raise ValueError(f"image {index} has no true box; leave it out of the evaluation")
+            raise InvalidInputError(f"image {index} has no true box; leave it out of the evaluation")
         if truth[:, 2].max() > width + 1e-6 or truth[:, 3].max() > height + 1e-6:
-            raise ValueError(
+            raise InvalidInputError(
                 f"image {index}'s boxes reach beyond the {height}x{width} maps; maps must "
                 "be at image resolution (upsample them with captum_daam.upsample) and "
                 "boxes in the same pixels (boxes_through_transform)"
@@ -228,11 +250,11 @@ def localization_ious(
 
 
 def _as_ious(ious: Tensor) -> Tensor:
-    ious = torch.as_tensor(ious, dtype=torch.float64)
+    ious = _as_tensor(ious, "IoUs")
     if ious.dim() == 1:
         ious = ious[:, None]
     if ious.dim() != 2 or ious.shape[0] == 0:
-        raise ValueError(f"expected IoUs (N, taus) for N >= 1 images, got shape {tuple(ious.shape)}")
+        raise InvalidInputError(f"expected IoUs (N, taus) for N >= 1 images, got shape {tuple(ious.shape)}")
     return ious
 
 
@@ -250,7 +272,7 @@ def box_accuracy(ious: Tensor, iou_threshold: float = 0.5) -> Tensor:
 
         >>> box_accuracy(ious, 0.5)          # (100,): accuracy at every tau
     """
-    flat = torch.as_tensor(ious).dim() == 1
+    flat = _as_tensor(ious, "IoUs").dim() == 1
     acc = (_as_ious(ious) >= iou_threshold).to(torch.float64).mean(dim=0)
     return acc[0] if flat else acc
 
@@ -276,7 +298,7 @@ def choose_tau(ious: Tensor, taus: Optional[TauLike] = None, iou_threshold: floa
     thresholds = _taus(taus)
     ious = _as_ious(ious)
     if ious.shape[1] != len(thresholds):
-        raise ValueError(f"ious have {ious.shape[1]} columns but {len(thresholds)} taus were given")
+        raise InvalidInputError(f"ious have {ious.shape[1]} columns but {len(thresholds)} taus were given")
     return float(thresholds[int(torch.argmax(box_accuracy(ious, iou_threshold)))])
 
 
@@ -317,10 +339,9 @@ def box_energy(maps: Tensor, boxes: Sequence[Tensor]) -> Tensor:
         >>> box_energy(upsample(final, images.shape[-2:]), boxes).mean()
     """
     arrays = torch.as_tensor(_as_maps(maps))
-    if len(boxes) != arrays.shape[0]:
-        raise ValueError(f"got {arrays.shape[0]} maps but boxes for {len(boxes)} images")
+    _check_box_count(boxes, arrays.shape[0])
     size = (int(arrays.shape[1]), int(arrays.shape[2]))
-    masks = torch.stack([boxes_mask(torch.as_tensor(b, dtype=torch.float64), size) for b in boxes])
+    masks = torch.stack([boxes_mask(torch.from_numpy(_as_boxes(b)), size) for b in boxes])
     return energy_in_boxes(arrays, masks)
 
 
@@ -356,7 +377,7 @@ def localization_summary(
     thresholds = _taus(taus)
     ious, tuning_ious = _as_ious(ious), _as_ious(tuning_ious)
     if ious.shape[1] != len(thresholds) or tuning_ious.shape[1] != len(thresholds):
-        raise ValueError(
+        raise InvalidInputError(
             f"ious ({ious.shape[1]} columns) and tuning_ious ({tuning_ious.shape[1]}) must "
             f"both have one column per tau ({len(thresholds)})"
         )

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from ..distributed import barrier, rank_and_world
+from ..errors import InvalidInputError
 from .cache import Record, RecordCache
 from .datasets import collate_boxes
 from .faithfulness import logits_function
@@ -40,11 +41,11 @@ def _explainers(
     else:
         unknown = sorted(set(options) - set(methods))
         if unknown:
-            raise ValueError(f"method_options for methods not evaluated: {unknown}")
+            raise InvalidInputError(f"method_options for methods not evaluated: {unknown}")
         explainers = {name: make_explainer(name, model, **options.get(name, {}))
                       for name in methods}
     if not explainers:
-        raise ValueError("no methods to evaluate")
+        raise InvalidInputError("no methods to evaluate")
     return explainers
 
 
@@ -140,15 +141,15 @@ def evaluate(
     from tqdm import tqdm
 
     if target not in ("label", "predicted"):
-        raise ValueError(f"target must be 'label' or 'predicted', got {target!r}")
+        raise InvalidInputError(f"target must be 'label' or 'predicted', got {target!r}")
     if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        raise InvalidInputError(f"batch_size must be at least 1, got {batch_size}")
     options = {name: dict(opts) for name, opts in (method_options or {}).items()}
     explainers = _explainers(model, methods, options)
     metric_options = dict(captum_options or {})
     unknown = sorted(set(metric_options) - CAPTUM_OPTIONS)
     if unknown:
-        raise ValueError(f"captum_options {unknown} are not options of captum_metrics; "
+        raise InvalidInputError(f"captum_options {unknown} are not options of captum_metrics; "
                          f"choose from {sorted(CAPTUM_OPTIONS)}")
     settings = MeasureSettings(target, resolve_taus(taus), deletion_steps, baseline,
                                metric_options)

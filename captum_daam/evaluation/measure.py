@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from ..display import upsample
+from ..errors import InvalidInputError
 from .cache import Record, RecordCache
 from .faithfulness import captum_metrics, deletion_insertion
 from .localization import box_energy, localization_ious
@@ -88,7 +89,7 @@ def map_batch(maps: Tensor, count: int) -> Tensor:
     """
     maps = channel_maps(maps, "an explainer's maps")
     if maps.shape[0] != count:
-        raise ValueError(
+        raise InvalidInputError(
             f"an explainer returned maps of shape {tuple(maps.shape)} for {count} images; "
             "it must return one map per image, (N, 1, h, w) or (N, h, w)"
         )

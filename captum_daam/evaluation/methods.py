@@ -54,6 +54,7 @@ from ..baselines import (
     gradient_weighted_rollout,
     raw_attention,
 )
+from ..errors import InvalidInputError
 
 #: ``explain(images (N, C, H, W), targets (N,) long) -> maps (N, 1, h, w)``, float32, CPU.
 Explain = Callable[[Tensor, Tensor], Tensor]
@@ -220,7 +221,7 @@ def make_explainer(name: str, model: nn.Module, **options: Any) -> Explainer:
         >>> maps.shape                                       # (2, 1, 14, 14)
     """
     if name not in METHODS:
-        raise ValueError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}")
+        raise InvalidInputError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}")
     missing = unavailable_methods()
     if name in missing:
         raise ImportError(f"method {name!r} is not available: {missing[name]}")
@@ -231,7 +232,7 @@ def make_explainer(name: str, model: nn.Module, **options: Any) -> Explainer:
     ]
     unknown = sorted(set(options) - set(accepted))
     if unknown:
-        raise ValueError(
+        raise InvalidInputError(
             f"method {name!r} takes the options {accepted or 'none'}, not {unknown}"
         )
     adapter = get_adapter(model)
@@ -323,9 +324,9 @@ def _integrated_gradients(
         "positive": lambda total: total.clamp(min=0),
     }
     if sign not in signs:
-        raise ValueError(f"sign {sign!r}: choose one of {sorted(signs)}")
+        raise InvalidInputError(f"sign {sign!r}: choose one of {sorted(signs)}")
     if int(n_steps) < 2:
-        raise ValueError(f"n_steps must be at least 2 (Captum's rule), got {n_steps}")
+        raise InvalidInputError(f"n_steps must be at least 2 (Captum's rule), got {n_steps}")
 
     def logits(images: Tensor) -> Tensor:
         return adapter.logits(model(images))  # type: ignore[return-value]

@@ -26,6 +26,7 @@ from typing import Any, List, Mapping, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor, nn
 
+from ..errors import InvalidInputError
 from .methods import make_explainer
 from .sanity import (
     MODES,
@@ -62,7 +63,7 @@ def split_tuning_and_report(
         ([1, 0], [2, 3])
     """
     if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        raise InvalidInputError(f"split must be one of {SPLITS}, got {split!r}")
     order = sorted(range(len(ids)), key=lambda i: ids[i])
     if split == "parity":
         return order[0::2], order[1::2]

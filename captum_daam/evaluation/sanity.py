@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
 from ..adapters import get_adapter, unwrap_model
 from ..display import upsample
+from ..errors import InvalidInputError
 from .plotting import line_style
 from .faithfulness import logits_function
 from .similarity import METRICS, channel_maps, map_similarities
@@ -214,21 +215,21 @@ def randomization_test(
         >>> print(sanity_table_markdown(rows))
     """
     if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        raise InvalidInputError(f"mode must be one of {MODES}, got {mode!r}")
     if not isinstance(images, Tensor) or images.dim() != 4:
-        raise ValueError("images must be a tensor (N, C, H, W)")
+        raise InvalidInputError("images must be a tensor (N, C, H, W)")
     if targets is None:
         with torch.no_grad():
             targets = logits_function(model)(images).argmax(dim=-1)
     targets = torch.as_tensor(targets, dtype=torch.long, device=images.device).reshape(-1)
     if targets.numel() != images.shape[0]:
-        raise ValueError(f"need one target per image: {images.shape[0]} images, {targets.numel()} targets")
+        raise InvalidInputError(f"need one target per image: {images.shape[0]} images, {targets.numel()} targets")
     base = unwrap_model(model)
     names = list(randomization_layers(base) if layers is None else layers)
     known = dict(base.named_modules())
     missing = [n for n in names if n not in known or not n]
     if missing:
-        raise ValueError(f"layers {missing} are not modules of {type(base).__name__}")
+        raise InvalidInputError(f"layers {missing} are not modules of {type(base).__name__}")
     size = (int(images.shape[-2]), int(images.shape[-1]))
 
     def maps_of(copy_: nn.Module) -> Tensor:
@@ -308,7 +309,7 @@ def _figure(rows: Sequence[Row], path: Union[str, os.PathLike], group: str,
     from matplotlib.figure import Figure
 
     if not rows:
-        raise ValueError("no rows to plot; run randomization_test first")
+        raise InvalidInputError("no rows to plot; run randomization_test first")
     modes = list(dict.fromkeys(str(r["mode"]) for r in rows))
     num_steps = len({int(r["step"]) for r in rows})
     figure = Figure(figsize=(max(6.4, 0.55 * num_steps) + 1.8, 3.4 * len(modes)))
@@ -365,10 +366,10 @@ def sanity_comparison_figure(
         >>> sanity_comparison_figure(rows, "sanity_spearman.png")
     """
     if any("method" not in r for r in rows):
-        raise ValueError("every row needs a 'method' key to compare methods")
+        raise InvalidInputError("every row needs a 'method' key to compare methods")
     chosen = [r for r in rows if r["metric"] == metric]
     if rows and not chosen:
-        raise ValueError(f"no rows of metric {metric!r}; have {_metric_order(rows)}")
+        raise InvalidInputError(f"no rows of metric {metric!r}; have {_metric_order(rows)}")
     return _figure(chosen, path, "method", lambda mode: f"{metric}, {mode} randomisation",
                    bands=False, emphasis=emphasis)
 

@@ -22,6 +22,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..display import check_maps
+from ..errors import InvalidInputError, InvalidInputTypeError
+
 Similarity = Union[float, Tensor]
 
 #: The measures :func:`map_similarities` knows, in the order they are reported.
@@ -61,24 +64,24 @@ def channel_maps(maps: Tensor, what: str = "maps") -> Tensor:
         torch.Size([4, 1, 14, 14])
     """
     if not isinstance(maps, Tensor):
-        raise TypeError(f"{what} must be a tensor, got {type(maps).__name__}")
+        raise InvalidInputTypeError(f"{what} must be a tensor, got {type(maps).__name__}")
     if maps.dim() == 3:
         maps = maps[:, None]
     if maps.dim() != 4 or maps.shape[1] != 1:
-        raise ValueError(
+        raise InvalidInputError(
             f"expected {what} (N, 1, h, w) or (N, h, w), got shape {tuple(maps.shape)}"
         )
-    return maps
+    return check_maps(maps, f"{what} (N, 1, h, w) or (N, h, w)")
 
 
 def _pairs(a: Tensor, b: Tensor) -> Tuple[np.ndarray, np.ndarray, bool]:
     """Both inputs as float64 arrays (N, H, W), and whether a single pair was given."""
     if not isinstance(a, Tensor) or not isinstance(b, Tensor):
-        raise TypeError(
+        raise InvalidInputTypeError(
             f"expected two tensors of maps, got {type(a).__name__} and {type(b).__name__}"
         )
     if a.shape != b.shape:
-        raise ValueError(
+        raise InvalidInputError(
             f"maps to compare must have the same shape, got {tuple(a.shape)} and "
             f"{tuple(b.shape)}; upsample both to one size first (captum_daam.upsample)"
         )
@@ -89,7 +92,7 @@ def _pairs(a: Tensor, b: Tensor) -> Tuple[np.ndarray, np.ndarray, bool]:
     x = channel_maps(a, what)[:, 0].detach().to("cpu", torch.float64).numpy()
     y = channel_maps(b, what)[:, 0].detach().to("cpu", torch.float64).numpy()
     if not (np.isfinite(x).all() and np.isfinite(y).all()):
-        raise ValueError("maps contain NaN or infinite values; compare finite maps only")
+        raise InvalidInputError("maps contain NaN or infinite values; compare finite maps only")
     return x, y, single
 
 
@@ -146,7 +149,7 @@ def _ssim_window(height: int, width: int) -> int:
     side = min(7, height, width)
     side -= 1 - side % 2  # the largest odd window that fits
     if side < 3:
-        raise ValueError(
+        raise InvalidInputError(
             f"maps of {height}x{width} pixels are too small for SSIM (3x3 at least); "
             "upsample them to the image size first (captum_daam.upsample)"
         )
@@ -217,7 +220,7 @@ def hog_similarity(
     feature = require_extra("skimage.feature")
     need = (pixels_per_cell[0] * cells_per_block[0], pixels_per_cell[1] * cells_per_block[1])
     if x.shape[1] < need[0] or x.shape[2] < need[1]:
-        raise ValueError(
+        raise InvalidInputError(
             f"maps of {x.shape[1]}x{x.shape[2]} pixels are smaller than one HOG block "
             f"({need[0]}x{need[1]}); upsample them to the image size first "
             "(captum_daam.upsample) or pass smaller pixels_per_cell"
@@ -261,9 +264,9 @@ def map_similarities(
     functions = {"spearman": spearman, "ssim": ssim, "hog": hog_similarity}
     unknown = [m for m in metrics if m not in functions]
     if unknown:
-        raise ValueError(f"unknown similarity metric(s) {unknown}; choose from {list(METRICS)}")
-    if a.dim() == 2:
-        raise ValueError("map_similarities takes batches (N, 1, H, W); add a batch dimension")
+        raise InvalidInputError(f"unknown similarity metric(s) {unknown}; choose from {list(METRICS)}")
+    if isinstance(a, Tensor) and a.dim() == 2:
+        raise InvalidInputError("map_similarities takes batches (N, 1, H, W); add a batch dimension")
     return {m: functions[m](a, b) for m in metrics}
 
 

@@ -13,6 +13,7 @@ from typing import Dict, List, Mapping, Optional, Sequence
 import torch
 from torch import Tensor
 
+from ..errors import InvalidInputError
 from .cache import Record
 from .localization import (
     DEFAULT_IOU_THRESHOLDS,
@@ -68,7 +69,7 @@ def summarize(
     """
     tuning, evaluation = set(tuning_ids), set(evaluation_ids)
     if tuning & evaluation:
-        raise ValueError(
+        raise InvalidInputError(
             f"{len(tuning & evaluation)} images are in both the tuning and the evaluation "
             "split; tau must be chosen on other images than those it is reported on"
         )
@@ -81,7 +82,7 @@ def summarize(
         tune = [r for r in rows if r["id"] in tuning]
         report = [r for r in rows if r["id"] in evaluation]
         if not tune or not report:
-            raise ValueError(
+            raise InvalidInputError(
                 f"{method}: {len(tune)} tuning and {len(report)} evaluation images have "
                 "records; evaluate both splits first"
             )
@@ -137,7 +138,7 @@ def paired_comparison(
         >>> comparison["gradcam"]["mean_iou_low"]
     """
     if reference not in table:
-        raise ValueError(f"reference method {reference!r} is not in the table ({sorted(table)})")
+        raise InvalidInputError(f"reference method {reference!r} is not in the table ({sorted(table)})")
     taus = resolve_taus(taus)
     wanted = set(evaluation_ids)
 

@@ -9,6 +9,7 @@ from typing import Dict, List, Optional, Sequence, Union
 import numpy as np
 from torch import Tensor
 
+from ..errors import InvalidInputError, InvalidInputTypeError
 from ..result import DAAMFlow
 from ..visualization import (
     FRAME_FORMATS,
@@ -41,16 +42,22 @@ def _flow_list(flows: Flows, count: int) -> List[DAAMFlow]:
     """The flows as a list, checked to cover the same ``count`` images and blocks."""
     flow_list = [flows] if isinstance(flows, DAAMFlow) else list(flows)
     if not flow_list:
-        raise ValueError("no flows to show: pass a DAAMFlow or a list of them")
+        raise InvalidInputError("no flows to show: pass a DAAMFlow or a list of them")
+    strangers = sorted({type(f).__name__ for f in flow_list if not isinstance(f, DAAMFlow)})
+    if strangers:
+        raise InvalidInputTypeError(
+            f"flows must be DAAMFlow results (DAAM(...).attribute(..., return_flow=True)), "
+            f"got {', '.join(strangers)}"
+        )
     first = flow_list[0]
     for flow in flow_list:
         if flow.block_maps.shape[0] != count:
-            raise ValueError(
+            raise InvalidInputError(
                 f"a flow explains {flow.block_maps.shape[0]} images but {count} images "
                 "were given; every flow must cover the same images"
             )
         if flow.num_blocks != first.num_blocks or flow.layer_names != first.layer_names:
-            raise ValueError("every flow must come from the same explainer (same blocks)")
+            raise InvalidInputError("every flow must come from the same explainer (same blocks)")
     return flow_list
 
 
@@ -82,13 +89,16 @@ def viewer_data(
         >>> data = viewer_data(images, flows, image_format="png")
         >>> data["images"][0]["classes"][0]["accumulated"][-1]  # the final map
     """
+    if not isinstance(images, Tensor) or images.is_complex():
+        kind = images.dtype if isinstance(images, Tensor) else type(images).__name__
+        raise InvalidInputTypeError(f"expected images as a real tensor (N, C, H, W), got {kind}")
     if images.dim() != 4:
-        raise ValueError(f"expected images (N, C, H, W), got shape {tuple(images.shape)}")
+        raise InvalidInputError(f"expected images (N, C, H, W), got shape {tuple(images.shape)}")
     count = int(images.shape[0])
     flow_list = _flow_list(flows, count)
     style = FlowStyle.resolve(style, **options)
     if image_names is not None and len(image_names) != count:
-        raise ValueError(f"{len(image_names)} image names for {count} images")
+        raise InvalidInputError(f"{len(image_names)} image names for {count} images")
     entries: List[Dict[str, object]] = []
     for i in range(count):
         picture = to_display_image(images[i], mean, std)

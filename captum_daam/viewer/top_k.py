@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from ..attr import DAAM
+from ..errors import InvalidInputError
 from ..result import DAAMFlow
 
 
@@ -43,7 +44,7 @@ def explain_top_k(
     with torch.no_grad():
         logits = daam.adapter.logits(daam.forward_func(images, *(extra or ())))
     if k < 1 or k > logits.shape[1]:
-        raise ValueError(f"k must lie in [1, {logits.shape[1]}], got {k}")
+        raise InvalidInputError(f"k must lie in [1, {logits.shape[1]}], got {k}")
     ranks = logits.topk(k, dim=1).indices
     return [
         daam.attribute(

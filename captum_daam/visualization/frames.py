@@ -8,6 +8,7 @@ import numpy as np
 from torch import Tensor
 
 from ..display import upsample
+from ..errors import InvalidInputError
 from ..result import DAAMFlow
 from .style import MAPPINGS, FlowStyle, check_mapping
 
@@ -25,7 +26,7 @@ def to_display_image(
     array = image.detach().cpu().float().numpy() if isinstance(image, Tensor) else image
     array = np.asarray(array, dtype=np.float32)
     if array.ndim != 3:
-        raise ValueError(f"expected one image (3, H, W) or (H, W, 3), got {array.shape}")
+        raise InvalidInputError(f"expected one image (3, H, W) or (H, W, 3), got {array.shape}")
     if array.shape[0] in (1, 3) and array.shape[-1] not in (1, 3):
         array = array.transpose(1, 2, 0)
     if array.shape[-1] == 1:
@@ -60,7 +61,7 @@ def display_frames(
     check_mapping(mapping)
     stacks = {"accumulated": flow.accumulated, "block_maps": flow.block_maps}
     if which not in stacks:
-        raise ValueError(f"which must be one of {sorted(stacks)}, got {which!r}")
+        raise InvalidInputError(f"which must be one of {sorted(stacks)}, got {which!r}")
     maps = stacks[which][index : index + 1].float()
     frames = MAPPINGS[mapping](upsample(maps, size or flow.input_size))
     return frames[0].cpu().numpy()

@@ -13,6 +13,7 @@ from typing import Callable, Dict, Optional, Tuple, Union
 from torch import Tensor
 
 from ..display import linear_mapping, sigmoid_mapping
+from ..errors import InvalidInputError, InvalidInputTypeError
 
 #: The display mappings by name: ``"sigmoid"`` (the paper's default for flows),
 #: ``"linear"`` (one scale for the whole flow).
@@ -34,7 +35,7 @@ PathLike = Union[str, Path]
 def check_mapping(mapping: str) -> None:
     """Raise ``ValueError`` naming the choices unless ``mapping`` is in :data:`MAPPINGS`."""
     if mapping not in MAPPINGS:
-        raise ValueError(f"unknown mapping {mapping!r}; choose one of {sorted(MAPPINGS)}")
+        raise InvalidInputError(f"unknown mapping {mapping!r}; choose one of {sorted(MAPPINGS)}")
 
 
 @dataclass(frozen=True)
@@ -76,9 +77,9 @@ class FlowStyle:
     def __post_init__(self) -> None:
         check_mapping(self.mapping)
         if not 0.0 <= self.alpha <= 1.0:
-            raise ValueError(f"alpha must lie in [0, 1], got {self.alpha}")
+            raise InvalidInputError(f"alpha must lie in [0, 1], got {self.alpha}")
         if self.image_format not in FRAME_FORMATS:
-            raise ValueError(
+            raise InvalidInputError(
                 f"image_format must be one of {sorted(FRAME_FORMATS)}, got {self.image_format!r}"
             )
         for name, low, high in (("frame_ms", 1, None), ("scale", 1, None),
@@ -86,7 +87,7 @@ class FlowStyle:
             value = getattr(self, name)
             if value < low or (high is not None and value > high):
                 bound = f"lie in [{low}, {high}]" if high is not None else f"be at least {low}"
-                raise ValueError(f"{name} must {bound}, got {value}")
+                raise InvalidInputError(f"{name} must {bound}, got {value}")
 
     @classmethod
     def resolve(cls, style: Optional["FlowStyle"] = None, **options: object) -> "FlowStyle":
@@ -110,13 +111,13 @@ class FlowStyle:
         known = [field.name for field in fields(cls)]
         unknown = sorted(set(options) - set(known))
         if unknown:
-            raise TypeError(
+            raise InvalidInputTypeError(
                 f"unknown display option(s) {unknown}; the options of FlowStyle are {known}"
             )
         if style is None:
             style = cls()
         elif not isinstance(style, FlowStyle):
-            raise TypeError(
+            raise InvalidInputTypeError(
                 f"style must be a FlowStyle, got {type(style).__name__}; e.g. "
                 "style=FlowStyle(mapping='linear'), or pass the options as keywords"
             )
