@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import warnings
-from contextlib import contextmanager
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
-import torch
 from captum._utils.typing import TargetType
 from captum.attr._utils.attribution import GradientAttribution, LayerAttribution
 from captum.log import log_usage
 from torch import Tensor, nn
 
-from ._core.capture import hold_locks
 from ._core.flow import ScoreFn, relevance_flow
-from ._core.inputs import check_inputs
+from ._core.inputs import check_inputs, require_gradients
 from ._core.maps import accumulate, block_maps
 from ._core.targets import class_scores, target_tensor
-from .adapters import eager_calls, eager_model, get_adapter, unwrap_model
+from .adapters import eager_model, explanation_pass, get_adapter, model_lock
 from .errors import InvalidInputError, UnsupportedModelError
 from .result import DAAMFlow
 
@@ -25,35 +22,6 @@ Inputs = Union[Tensor, Tuple[Tensor, ...]]
 
 #: The two decompositions: the readout token's row (the paper) or every query row.
 QUERY_MODES = ("readout", "all")
-
-
-@contextmanager
-def model_lock(model: nn.Module) -> Iterator[None]:
-    r"""Hold ``model``'s explanation lock inside the block.
-
-    An explanation installs hooks on the model's modules for one forward and backward
-    pass, and every forward of the model in that time reports to them. DAAM,
-    SelfSupervisedDAAM and the baselines hold this lock for that pass, so explanations
-    of one model from several threads run one after another, each giving the map it
-    gives alone; different models do not wait for each other. Take it around your own
-    forward passes of a model that other threads explain at the same time.
-
-    Args:
-        model: The model, possibly in ``DataParallel`` / ``DistributedDataParallel`` or
-            ``torch.compile`` (the lock is the wrapped module's).
-
-    Returns:
-        A context manager; the lock is re-entrant within one thread and held by weak
-        reference (it goes with the model).
-
-    Example::
-
-        >>> from captum_daam import DAAM, model_lock
-        >>> with model_lock(model):     # in a thread beside others calling DAAM
-        ...     logits = model(images)
-    """
-    with hold_locks([unwrap_model(model)]):
-        yield
 
 
 class _DAAMBase(LayerAttribution, GradientAttribution):
@@ -129,11 +97,7 @@ class _DAAMBase(LayerAttribution, GradientAttribution):
     def _check_inputs(self, inputs: Inputs) -> Tuple[Tuple[Any, ...], Tuple[int, int]]:
         """The inputs as a tuple, validated, and the patch grid of the images."""
         inputs_tuple, grid = check_inputs(inputs, self.adapter)
-        if torch.is_inference_mode_enabled():
-            raise RuntimeError(
-                "DAAM needs gradients and cannot run inside torch.inference_mode(); "
-                "torch.no_grad() is fine"
-            )
+        require_gradients("DAAM")
         return inputs_tuple, grid
 
     def _flow(
@@ -147,13 +111,13 @@ class _DAAMBase(LayerAttribution, GradientAttribution):
     ) -> DAAMFlow:
         """Run DAAM once; ``score_fn`` must fill ``record`` with targets and scores."""
         token_index = self._token_index(token)
-        if unwrap_model(self.forward_func).training:
+        if self.adapter.model.training:
             warnings.warn(
                 "the model is in training mode: dropout makes DAAM maps random; call "
                 "model.eval() first",
                 stacklevel=3,
             )
-        with model_lock(self.adapter.model), eager_calls(self.adapter.model):
+        with explanation_pass(self.adapter.model):
             relevance = relevance_flow(
                 self.forward_func,
                 self.sites,
@@ -241,7 +205,7 @@ class DAAM(_DAAMBase):
             )
 
     @log_usage()
-    def attribute(  # type: ignore[override]
+    def attribute(
         self,
         inputs: Inputs,
         target: TargetType = None,
@@ -280,12 +244,14 @@ class DAAM(_DAAMBase):
 
             >>> import timm, torch
             >>> from captum_daam import DAAM
-            >>> model = timm.create_model("deit_tiny_patch16_224").eval()
+            >>> model = timm.create_model("deit_tiny_patch16_224").eval()  # random weights
             >>> daam = DAAM(model)
             >>> images = torch.randn(2, 3, 224, 224)
-            >>> final = daam.attribute(images)             # (2, 1, 14, 14)
+            >>> daam.attribute(images).shape                # the final map D_B
+            torch.Size([2, 1, 14, 14])
             >>> flow = daam.attribute(images, target=[3, 7], return_flow=True)
-            >>> flow.accumulated.shape                      # (2, 12, 14, 14)
+            >>> flow.accumulated.shape                      # D_b after each of 12 blocks
+            torch.Size([2, 12, 14, 14])
         """
         inputs_tuple, grid = self._check_inputs(inputs)
         images = inputs_tuple[0]

@@ -52,6 +52,20 @@ def linear_mapping(flow: Tensor) -> Tensor:
     """Global linear min-max over the whole flow of each example.
 
     One scale for all blocks of an example, so growth of the accumulated map shows.
+
+    Args:
+        flow: Maps (N, blocks, rows, cols), e.g. ``DAAMFlow.accumulated``.
+
+    Returns:
+        The maps in [0, 1], same shape; an example whose maps are all equal gives zeros.
+
+    Example::
+
+        >>> import torch
+        >>> from captum_daam import linear_mapping
+        >>> flow = torch.tensor([[[[0.0, 1.0, 2.0]], [[2.0, 3.0, 4.0]]]])  # 2 blocks
+        >>> linear_mapping(flow).flatten().tolist()    # one scale for both blocks
+        [0.0, 0.25, 0.5, 0.5, 0.75, 1.0]
     """
     flow = _check_flow(flow)
     return _min_max(flow, (1, 2, 3))
@@ -63,6 +77,21 @@ def sigmoid_mapping(flow: Tensor, gain: float = 5.0) -> Tensor:
 
     ``D_B`` is the last map of the flow. Early, faint blocks become visible while the
     ordering within each frame is kept.
+
+    Args:
+        flow: Maps (N, blocks, rows, cols), e.g. ``DAAMFlow.accumulated``.
+        gain: Steepness of the sigmoid (5, the paper's value).
+
+    Returns:
+        The maps in [0, 1], same shape, each frame spanning [0, 1] unless constant.
+
+    Example::
+
+        >>> import torch
+        >>> from captum_daam import sigmoid_mapping
+        >>> flow = torch.tensor([[[[0.0, 1.0, 2.0]], [[2.0, 3.0, 4.0]]]])  # 2 blocks
+        >>> sigmoid_mapping(flow).flatten(1).round(decimals=2)   # each frame on its own
+        tensor([[0.0000, 0.6500, 1.0000, 0.0000, 0.7600, 1.0000]])
     """
     flow = _check_flow(flow)
     peak = flow[:, -1:].amax(dim=(-2, -1), keepdim=True).clamp(min=1e-30)
@@ -74,7 +103,31 @@ def upsample(
     maps: Tensor, size: Union[int, Tuple[int, int]], mode: str = "bilinear"
 ) -> Tensor:
     """Upsample maps (N, C, rows, cols) to ``size`` with Captum's
-    ``LayerAttribution.interpolate`` (as for LayerGradCam)."""
+    ``LayerAttribution.interpolate`` (as for LayerGradCam).
+
+    The default mode here is ``"bilinear"`` (smooth maps, as in the paper's figures),
+    unlike ``LayerAttribution.interpolate``, whose default is ``"nearest"``; pass
+    ``mode="nearest"`` for Captum's blocky maps.
+
+    Args:
+        maps: Maps (N, C, rows, cols), e.g. ``DAAM.attribute``'s output.
+        size: The output (height, width), or one int for a square.
+        mode: The interpolation mode handed to ``LayerAttribution.interpolate``:
+            ``"bilinear"``, ``"nearest"``, ``"bicubic"`` or ``"area"``.
+
+    Returns:
+        The maps (N, C, height, width).
+
+    Example::
+
+        >>> import torch
+        >>> from captum_daam import upsample
+        >>> maps = torch.rand(2, 1, 14, 14)             # DAAM on a 224 px DeiT
+        >>> upsample(maps, 224).shape
+        torch.Size([2, 1, 224, 224])
+        >>> upsample(maps, (224, 112), mode="nearest").shape
+        torch.Size([2, 1, 224, 112])
+    """
     maps = check_maps(maps)
     if isinstance(size, int):
         size = (size, size)

@@ -158,7 +158,7 @@ def all_gather_rows(
     headers = [torch.zeros_like(header) for _ in range(world)]
     dist.all_gather(headers, header)
     sizes = [int(h[0]) for h in headers]
-    shapes = {tuple(h[1:].tolist()) for h, s in zip(headers, sizes) if s > 0}
+    shapes = {tuple(h[1:].tolist()) for h, s in zip(headers, sizes, strict=True) if s > 0}
     if len(shapes) > 1:
         raise RuntimeError(f"ranks produced rows of different shapes {sorted(shapes)}")
     shape = shapes.pop() if shapes else tuple(rows.shape[1:])

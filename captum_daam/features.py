@@ -41,7 +41,7 @@ class FeatureForward(nn.Module):
         self.feature_fn = feature_fn
 
     @property
-    def training(self) -> bool:  # type: ignore[override]
+    def training(self) -> bool:
         model = self.__dict__.get("_modules", {}).get("model")
         return bool(model.training) if model is not None else True
 
@@ -118,7 +118,10 @@ def check_feature_output(features: object, context: str = "feature_fn") -> Tenso
             "model.forward_head(model.forward_features(x), pre_logits=True)"
         )
     if not features.is_floating_point():
-        raise InvalidInputTypeError(f"{context} returned {features.dtype} features; expected floats")
+        raise InvalidInputTypeError(
+            f"{context} returned {features.dtype} "
+            "features; expected floats"
+        )
     return features
 
 

@@ -10,14 +10,18 @@ datasets (``BoxDataset.max_pixels``, ``captum-daam evaluate --max-pixels``).
 from __future__ import annotations
 
 import os
+import threading
 import warnings
-from typing import Union
+from contextlib import contextmanager
+from typing import Iterator, Union
 
 from .errors import InvalidFileError
 
 #: The default cap on an image's pixels: PIL's own ``Image.MAX_IMAGE_PIXELS``
 #: (89,478,485, about 9459 x 9459), which decodes to about 270 MB of RGB.
 DEFAULT_MAX_PIXELS = 89_478_485
+
+_PIL_LIMIT_LOCK = threading.Lock()
 
 
 def read_image(path: Union[str, "os.PathLike[str]"], max_pixels: int = DEFAULT_MAX_PIXELS):
@@ -43,12 +47,13 @@ def read_image(path: Union[str, "os.PathLike[str]"], max_pixels: int = DEFAULT_M
     """
     from PIL import Image
 
-    limit = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = None  # the cap below replaces PIL's bomb check
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            with Image.open(path) as image:
+            with _without_pil_bomb_check():  # PIL checks the size in open() only
+                opened = Image.open(path)
+            with opened as image:
+                # The header is read; the size decides before anything is decoded.
                 pixels = image.width * image.height
                 if max_pixels and pixels > max_pixels:
                     raise InvalidFileError(
@@ -61,8 +66,22 @@ def read_image(path: Union[str, "os.PathLike[str]"], max_pixels: int = DEFAULT_M
     except Exception as error:  # not an image, truncated, corrupt (OSError, SyntaxError, ..)
         text = " ".join(str(error).split())[:160] or type(error).__name__
         raise InvalidFileError(f"cannot read image ({text})") from None
-    finally:
-        Image.MAX_IMAGE_PIXELS = limit
+
+
+@contextmanager
+def _without_pil_bomb_check() -> Iterator[None]:
+    """PIL's own decompression-bomb check off inside the block (the cap of
+    :func:`read_image` replaces it). ``Image.MAX_IMAGE_PIXELS`` is global: one lock
+    serialises the switch so that concurrent readers always put PIL's limit back."""
+    from PIL import Image
+
+    with _PIL_LIMIT_LOCK:
+        limit = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = limit
 
 
 __all__ = ["DEFAULT_MAX_PIXELS", "read_image"]

@@ -117,15 +117,23 @@ class DAAMInput(GradientAttribution):
 
     Example::
 
-        >>> import timm, torch
+        >>> import torch
         >>> from captum.metrics import infidelity, sensitivity_max
         >>> from captum_daam import DAAMInput
-        >>> model = timm.create_model("deit_tiny_patch16_224").eval()
+        >>> from captum_daam.zoo import load_default_model
+        >>> model = load_default_model()         # the embedded model: 64 px, 6 classes
         >>> explainer = DAAMInput(model)
-        >>> images = torch.randn(4, 3, 224, 224)
-        >>> attributions = explainer.attribute(images, target=[3, 7, 7, 1])
-        >>> attributions.shape                          # (4, 3, 224, 224)
-        >>> sens = sensitivity_max(explainer.attribute, images, target=[3, 7, 7, 1])
+        >>> images = torch.randn(2, 3, 64, 64)
+        >>> attributions = explainer.attribute(images, target=[3, 1])
+        >>> attributions.shape                   # the input's shape
+        torch.Size([2, 3, 64, 64])
+        >>> def perturb(x):
+        ...     noise = 0.1 * torch.randn_like(x)
+        ...     return noise, x - noise
+        >>> infidelity(model, perturb, images, attributions, target=[3, 1]).shape
+        torch.Size([2])
+        >>> sensitivity_max(explainer.attribute, images, target=[3, 1]).shape
+        torch.Size([2])
     """
 
     def __init__(
@@ -162,7 +170,7 @@ class DAAMInput(GradientAttribution):
     ) -> Tuple[Tensor, ...]: ...
 
     @log_usage()
-    def attribute(  # type: ignore[override]
+    def attribute(
         self,
         inputs: Union[Tensor, Tuple[Tensor, ...]],
         target: TargetType = None,
@@ -192,11 +200,16 @@ class DAAMInput(GradientAttribution):
 
         Examples::
 
+            >>> import timm, torch
+            >>> from captum_daam import DAAMInput
+            >>> model = timm.create_model("deit_tiny_patch16_224").eval()  # random weights
+            >>> images = torch.randn(1, 3, 224, 224)
             >>> explainer = DAAMInput(model)
-            >>> attr = explainer.attribute(images, target=3)        # (N, 3, 224, 224)
-            >>> attr, = explainer.attribute((images,), target=3)     # tuple in, out
+            >>> explainer.attribute(images, target=3).shape
+            torch.Size([1, 3, 224, 224])
+            >>> attr, = explainer.attribute((images,), target=3)     # tuple in, tuple out
         """
-        final = self.daam.attribute.__wrapped__(  # type: ignore[attr-defined]
+        final = self.daam.attribute.__wrapped__(
             self.daam,
             inputs,
             target=target,

@@ -102,13 +102,13 @@ def embed_dataset(
         with torch.no_grad():
             for images, batch_labels in batches:
                 images = images.to(device, non_blocking=True)
-                features = check_feature_output(forward(images))
-                if features.shape[0] != images.shape[0]:
+                embedded = check_feature_output(forward(images))
+                if embedded.shape[0] != images.shape[0]:
                     raise InvalidInputError(
-                        f"feature_fn returned {features.shape[0]} feature rows for "
+                        f"feature_fn returned {embedded.shape[0]} feature rows for "
                         f"{images.shape[0]} images"
                     )
-                collector.add(l2_normalise(features), batch_labels)
+                collector.add(l2_normalise(embedded), batch_labels)
                 if bar is not None:
                     bar.update(images.shape[0])
     finally:
@@ -191,7 +191,11 @@ def _split_batch(batch: object) -> Batch:
 
 
 def _shard(
-    data: object, labels: Optional[Tensor], batch_size: int, rank: int, world: int
+    data: Union[DataLoader, Tensor, Iterable[Any]],
+    labels: Optional[Tensor],
+    batch_size: int,
+    rank: int,
+    world: int,
 ) -> Tuple[Iterator[Batch], Optional[int], Optional[Tensor]]:
     """This rank's batches, their number of images (if known) and their dataset indices
     (distributed only)."""
@@ -226,7 +230,7 @@ def _shard(
                 total = len(data.sampler)  # type: ignore[arg-type]
             except TypeError:
                 total = None
-        return (_split_batch(b) for b in data), total, None  # type: ignore[union-attr]
+        return (_split_batch(b) for b in data), total, None
     if not isinstance(data, DataLoader):
         raise InvalidInputError(
             "a distributed MemoryBank.build needs a DataLoader over a map-style dataset "

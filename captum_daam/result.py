@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
-from typing import Optional, Sequence, Tuple, TypeVar, Union
+from typing import Any, Dict, Optional, Sequence, Tuple, TypeVar, Union
 
 import torch
 from torch import Tensor
@@ -92,8 +92,10 @@ class DAAMFlow:
         first = flows[0]
         if any(f.layer_names != first.layer_names for f in flows):
             raise InvalidInputError("cannot concatenate flows of different layers")
-        return replace(first, **{name: torch.cat([getattr(f, name) for f in flows])
-                                 for name in first._per_example()})
+        per_example: Dict[str, Any] = {
+            name: torch.cat([getattr(f, name) for f in flows]) for name in first._per_example()
+        }
+        return replace(first, **per_example)
 
     def upsampled(
         self, which: str = "accumulated", size: Optional[Tuple[int, int]] = None,

@@ -179,7 +179,7 @@ class SelfSupervisedDAAM(_DAAMBase):
         self._signed_weights = not relu_weights
 
     @log_usage()
-    def attribute(  # type: ignore[override]
+    def attribute(
         self,
         inputs: Inputs,
         target: TargetType = None,
@@ -241,9 +241,9 @@ class SelfSupervisedDAAM(_DAAMBase):
         flow = self._flow(
             inputs_tuple, grid, score_fn, additional_forward_args, token, record
         )
-        result = SelfSupervisedFlow(
-            **{f.name: getattr(flow, f.name) for f in fields(DAAMFlow)}, **extras
-        )
+        values: Dict[str, Any] = {f.name: getattr(flow, f.name) for f in fields(DAAMFlow)}
+        values.update(extras)  # the fields SelfSupervisedFlow adds
+        result = SelfSupervisedFlow(**values)
         return result if return_flow else result.final
 
     def _score(

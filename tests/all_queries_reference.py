@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
+from torch import Tensor, nn
+
 from explicit_attention import Explicit, Store, swin_attention, timm_attention
 from reference_helpers import (
     ReferenceMaps,
@@ -22,7 +24,6 @@ from reference_helpers import (
     maps_and_relevance,
     per_head_decomposition,
 )
-from torch import Tensor, nn
 
 
 class AllQueriesReference(ReferenceMaps):

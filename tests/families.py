@@ -4,7 +4,7 @@ test cases (batch, image size, readout token, targets, seed) drawn for them."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from typing import Dict, List, Optional, Tuple
 
 import timm
@@ -54,7 +54,7 @@ FAMILIES: Dict[str, Family] = {
 }
 
 
-@lru_cache(maxsize=None)
+@cache
 def build(name: str, dtype: torch.dtype = torch.float64, seed: int = 0) -> nn.Module:
     """The family's tiny model, eval mode, deterministic weights, larger than timm's
     0.02-std init so that the logits and maps are far from degenerate."""

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch import Tensor, nn
+
 from explicit_attention import Explicit, timm_attention
 from reference_helpers import (
     ReferenceMaps,
@@ -26,7 +28,6 @@ from reference_helpers import (
     maps_and_relevance,
     readout_block,
 )
-from torch import Tensor, nn
 
 
 @dataclass

@@ -23,8 +23,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from explicit_attention import Explicit, Store
 from torch import Tensor, nn
+
+from explicit_attention import Explicit, Store
 
 
 @contextmanager

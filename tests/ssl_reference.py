@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from torch import Tensor, nn
+
 from explicit_attention import timm_attention
 from reference_helpers import (
     ReferenceMaps,
@@ -23,7 +25,6 @@ from reference_helpers import (
     readout_block,
     z_gradients,
 )
-from torch import Tensor, nn
 
 
 @dataclass

@@ -8,12 +8,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from all_queries_reference import reference_swin, reference_vit
+from assertions import assert_close_scaled
 from captum_daam import DAAM
 from captum_daam._core.flow import relevance_flow
 from captum_daam._core.targets import class_scores, target_tensor
 from captum_daam.adapters import get_adapter
 from model_state import assert_unchanged, snapshot
-from assertions import assert_close_scaled
 
 NUM_CLASSES = 7
 _VIT = dict(img_size=32, patch_size=8, embed_dim=48, num_heads=3, depth=3,

@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 import timm
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
@@ -250,3 +252,99 @@ def test_state_dict_from_raises_the_librarys_file_error(tmp_path, tiny_weights):
                           (".", "is a folder")]:
         with pytest.raises(InvalidFileError, match=message):
             state_dict_from(tmp_path / name)
+
+
+# --- help: at once, every option explained, examples -------------------------------------
+
+HEAVY = ("torch", "timm", "matplotlib", "captum", "numpy", "PIL", "transformers")
+
+
+def _modules_after(code: str) -> set:
+    """The top-level modules a fresh interpreter holds after ``code``."""
+    import subprocess
+    import sys
+
+    script = code + "\nimport sys; print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    return set(done.stdout.split())
+
+
+def test_help_imports_nothing_heavy():
+    loaded = _modules_after(
+        "import contextlib, io\n"
+        "from captum_daam.cli import build_parser\n"
+        "for command in ([], ['explain'], ['evaluate'], ['demo']):\n"
+        "    with contextlib.redirect_stdout(io.StringIO()) as text:\n"
+        "        try:\n"
+        "            build_parser().parse_args(command + ['--help'])\n"
+        "        except SystemExit:\n"
+        "            pass\n"
+        "    assert 'usage: captum-daam' in text.getvalue()\n")
+    assert not loaded & set(HEAVY), f"--help imported {sorted(loaded & set(HEAVY))}"
+
+
+def test_package_imports_lazily_and_keeps_its_names():
+    assert not _modules_after("import captum_daam") & {"torch", "timm", "captum"}
+    import captum_daam
+    from captum_daam import DAAM
+    from captum_daam.attr import DAAM as defined
+
+    assert DAAM is defined and captum_daam.upsample.__module__ == "captum_daam.display"
+    assert set(captum_daam.__all__) <= set(dir(captum_daam))
+    for name in captum_daam.__all__:
+        assert getattr(captum_daam, name) is not None
+
+
+@given(st.from_regex(r"[a-z_][a-z0-9_]{0,12}", fullmatch=True))
+def test_unknown_package_names_raise_attribute_error(name):
+    import captum_daam
+
+    if name in dir(captum_daam):
+        return
+    with pytest.raises(AttributeError, match=f"has no attribute '{name}'"):
+        getattr(captum_daam, name)
+
+
+def _subcommands():
+    import argparse
+
+    from captum_daam.cli import build_parser
+
+    parser = build_parser()
+    (commands,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return parser, commands.choices
+
+
+def test_every_option_has_help_with_its_default():
+    parser, commands = _subcommands()
+    assert set(commands) == {"explain", "evaluate", "demo"}
+    for name, command in commands.items():
+        formatter = command.formatter_class(prog=command.prog)
+        for action in command._actions:
+            if action.dest == "help":
+                continue
+            what = f"{name} {'/'.join(action.option_strings) or action.metavar}"
+            assert action.help and len(action.help) > 10, f"{what} has no help text"
+            if action.option_strings:
+                assert "default" in formatter._get_help_string(action), \
+                    f"{what} does not say its default"
+    target = {a.dest: a for a in commands["explain"]._actions}["target"]
+    assert "class index" in target.help
+    target = {a.dest: a for a in commands["evaluate"]._actions}["target"]
+    assert "class index" in target.help
+
+
+def test_top_level_help_ends_with_examples(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    text = capsys.readouterr().out
+    examples = text[text.index("examples:"):]
+    assert "captum-daam demo" in examples and "captum-daam explain" in examples
+    assert "captum-daam evaluate" in examples and "--target 281" in examples
+    for command in ("explain", "evaluate", "demo"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        assert "(default: " in capsys.readouterr().out

@@ -200,8 +200,12 @@ def test_a_forward_from_another_thread_during_an_explanation_is_named():
 
 def test_baselines_beside_daam_in_threads_give_the_maps_of_calls_alone():
     """Grad-CAM's and the rollouts' hooks and forwards wait for DAAM's on one model."""
-    from captum_daam import (ViTLayerGradCam, attention_rollout, gradient_weighted_rollout,
-                             raw_attention)
+    from captum_daam import (
+        ViTLayerGradCam,
+        attention_rollout,
+        gradient_weighted_rollout,
+        raw_attention,
+    )
 
     model = build("deit", torch.float32)
     before = snapshot(model)
@@ -222,3 +226,34 @@ def test_baselines_beside_daam_in_threads_give_the_maps_of_calls_alone():
         for got, expected in zip(result, alone[j // 2]):
             torch.testing.assert_close(got, expected)
     assert_unchanged(model, before)
+
+
+def test_one_grad_cam_instance_shared_by_threads():
+    """ViTLayerGradCam keeps the grid of the call in progress on the instance: threads
+    sharing one instance must each get their own call's map."""
+    from captum_daam import ViTLayerGradCam
+
+    model = build("deit", torch.float32)
+    gradcam = ViTLayerGradCam(model, get_adapter(model).gradcam_layer)
+    images = [_images(1 + seed % 3, seed) for seed in range(8)]
+    alone = [gradcam.attribute(x, target=1) for x in images]
+    results = _run_threads([lambda i=i: [gradcam.attribute(images[j], target=1)
+                                         for j in range(i, 8, 4)] for i in range(4)])
+    for i, result in enumerate(results):
+        for got, j in zip(result, range(i, 8, 4)):
+            torch.testing.assert_close(got, alone[j])
+
+
+def test_reading_images_from_threads_keeps_pil_s_bomb_check(tmp_path):
+    """read_image switches PIL's global limit off while it opens a file; threads reading
+    at the same time must leave PIL's own limit as it was."""
+    from PIL import Image
+
+    from captum_daam.image_files import read_image
+
+    Image.new("RGB", (16, 16)).save(tmp_path / "a.png")
+    limit = Image.MAX_IMAGE_PIXELS
+    results = _run_threads([lambda: [read_image(tmp_path / "a.png").size
+                                     for _ in range(50)] for _ in range(8)])
+    assert all(sizes == [(16, 16)] * 50 for sizes in results)
+    assert Image.MAX_IMAGE_PIXELS == limit

@@ -1,9 +1,9 @@
 """The paper's display mappings and upsampling."""
 
 import torch
+from captum.attr import LayerAttribution
 from hypothesis import given
 from hypothesis import strategies as st
-from captum.attr import LayerAttribution
 
 from captum_daam import DAAM, linear_mapping, sigmoid_mapping, upsample
 from families import build

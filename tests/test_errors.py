@@ -156,8 +156,7 @@ def test_model_failure_mid_forward_leaves_no_hooks(vit):
 
 
 def test_the_error_classes_form_the_documented_hierarchy():
-    from captum_daam import (DAAMError, InvalidFileError, InvalidInputError,
-                             InvalidInputTypeError)
+    from captum_daam import DAAMError, InvalidFileError, InvalidInputError, InvalidInputTypeError
 
     assert issubclass(DAAMError, Exception) and not issubclass(DAAMError, ValueError)
     for cls in (UnsupportedModelError, InvalidInputError, InvalidFileError):
@@ -228,11 +227,17 @@ def test_non_finite_scores_are_a_library_error_and_a_floating_point_error(vit):
 
 def _evaluation_calls():
     from captum_daam import linear_mapping, to_input_space, upsample
-    from captum_daam.evaluation import (blurred, box_accuracy, box_energy, boxes_mask,
-                                        energy_in_boxes, localization_ious,
-                                        map_similarities)
+    from captum_daam.evaluation import (
+        blurred,
+        box_accuracy,
+        box_energy,
+        boxes_mask,
+        energy_in_boxes,
+        localization_ious,
+        map_similarities,
+    )
 
-    maps, boxes = torch.rand(2, 1, 7, 7), [torch.tensor([[0.0, 0.0, 3.0, 3.0]])] * 2
+    maps = torch.rand(2, 1, 7, 7)
     return {
         "upsample of a list": lambda: upsample([maps], 14),
         "upsample of complex maps": lambda: upsample(maps.to(torch.complex64), 14),

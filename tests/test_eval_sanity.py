@@ -12,7 +12,6 @@ from skimage.feature import hog
 from skimage.metrics import structural_similarity
 
 from captum_daam import DAAM
-from captum_daam.evaluation.similarity import channel_maps
 from captum_daam.evaluation import (
     hog_similarity,
     map_similarities,
@@ -25,6 +24,7 @@ from captum_daam.evaluation import (
     spearman,
     ssim,
 )
+from captum_daam.evaluation.similarity import channel_maps
 from tests.families import build
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from typing import Callable, Dict, List, Optional, Tuple
 
 import pytest
@@ -15,6 +15,8 @@ import torch
 from hypothesis import given, settings
 from torch import nn
 
+import explicit_attention as textbook
+from assertions import assert_close_scaled
 from captum_daam import DAAM, UnsupportedModelError
 from captum_daam._core.flow import relevance_flow
 from captum_daam._core.maps import accumulate, block_maps
@@ -28,8 +30,6 @@ from captum_daam.adapters import (
     TimmXcitAdapter,
     get_adapter,
 )
-import explicit_attention as textbook
-from assertions import assert_close_scaled
 from families import attribution_cases, random_images
 from model_state import assert_unchanged, snapshot
 from reference import reference_daam
@@ -190,7 +190,7 @@ except ImportError:
 FAMILIES = {**TIMM_FAMILIES, **HF_FAMILIES}
 
 
-@lru_cache(maxsize=None)
+@cache
 def build(name: str) -> nn.Module:
     if FAMILIES[name].hf and not HAVE_TRANSFORMERS:
         pytest.skip("transformers is not installed (optional dependency)")

@@ -5,7 +5,7 @@ it was: no hook, the same training flags, ``requires_grad`` and parameters, no `
 One tiny random timm ViT (32 px, 8 px patches, 10 classes) serves every example.
 """
 
-from functools import lru_cache
+from functools import cache
 from typing import Any, Callable, Dict, Tuple
 
 import numpy as np
@@ -29,7 +29,7 @@ SIZE, CHANNELS, CLASSES = 32, 3, 10
 FUZZ = settings(max_examples=60, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow])
 
-@lru_cache(maxsize=None)
+@cache
 def _model() -> torch.nn.Module:
     torch.manual_seed(0)
     return timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=SIZE,

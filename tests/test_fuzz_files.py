@@ -35,7 +35,7 @@ FUZZ = settings(max_examples=40, deadline=None,
 SUFFIXES = [".safetensors", ".pth", ".pt", ".bin", ".png", ""]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def good_bank_bytes() -> bytes:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "bank.safetensors"

@@ -13,7 +13,7 @@ from captum_daam import DAAM
 from captum_daam._core.capture import record_attention
 from captum_daam._core.decomposition import decompose, token_relevance
 from captum_daam.adapters import get_adapter
-from families import FAMILIES, build, attention_modules
+from families import FAMILIES, attention_modules, build
 from model_state import assert_unchanged, snapshot
 from reference import reference_daam
 

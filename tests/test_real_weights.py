@@ -12,10 +12,10 @@ import pytest
 import torch
 from timm.data import create_transform, resolve_data_config
 
-from captum_daam import DAAM, upsample
-from captum_daam.evaluation import ImageNetSubset, energy_in_boxes
 from all_queries_reference import reference_vit
 from assertions import assert_close_per_row
+from captum_daam import DAAM, upsample
+from captum_daam.evaluation import ImageNetSubset, energy_in_boxes
 from reference import reference_daam
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))

@@ -5,10 +5,16 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from captum_daam import DAAM
 from assertions import assert_close_scaled
-from families import (FAMILIES, attention_modules, attribution_cases, build, random_images,
-                      token_index)
+from captum_daam import DAAM
+from families import (
+    FAMILIES,
+    attention_modules,
+    attribution_cases,
+    build,
+    random_images,
+    token_index,
+)
 from reference import reference_daam
 
 

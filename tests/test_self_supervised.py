@@ -10,12 +10,12 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from assertions import assert_close_scaled
 from captum_daam import DAAM, MemoryBank, SelfSupervisedDAAM, SelfSupervisedFlow, upsample
 from captum_daam.features import FeatureForward
 from captum_daam.self_supervised import importance_weights, knn_vote
 from families import FAMILIES, attention_modules, build
 from ssl_reference import reference_ssl_daam
-from assertions import assert_close_scaled
 
 SSL_FAMILIES = ("dino", "dinov2", "vit_registers")
 

@@ -183,3 +183,49 @@ def test_mp4_speed_follows_the_style(example, tmp_path, monkeypatch):
     flow_mp4(images[0], flow, tmp_path / "c.mp4", ffmpeg="ffmpeg", fps=7, frame_ms=200)
     rates = [command[command.index("-r") + 1] for command in commands]
     assert rates == ["2.5", "5.0", "7"]
+
+
+def _shows(axis, picture) -> bool:
+    return any(np.array_equal(np.asarray(im.get_array()), picture) for im in axis.images)
+
+
+def _colour_bars(figure):
+    """The colour-bar axes of a figure, inset ones included."""
+    axes = list(figure.axes) + [child for a in figure.axes for child in a.child_axes]
+    return [a for a in axes if "mapped value" in a.get_xlabel()]
+
+
+@pytest.mark.parametrize("show_block_maps", [True, False])
+def test_flow_figure_reads_on_its_own(example, show_block_maps):
+    """Input once, a colour bar of the maps, a caption for D_b and L_b, a logit title."""
+    images, flow = example
+    figure = flow_figure(images[0], flow, show_block_maps=show_block_maps)
+    picture = to_display_image(images[0])
+    assert sum(_shows(axis, picture) for axis in figure.axes) == 1
+    (bar,) = _colour_bars(figure)
+    assert "sigmoid" in bar.get_xlabel()
+    caption = " ".join(text.get_text() for text in figure.texts)
+    assert "$D_b = L_1 + \\dots + L_b$" in caption and "$L_b$: block $b$'s own map" in caption
+    title = figure._suptitle.get_text()
+    assert f"logit {float(flow.scores[0]):.2f}" in title and "score" not in title
+    linear = flow_figure(images[0], flow, show_block_maps=show_block_maps, mapping="linear")
+    assert "linearly" in _colour_bars(linear)[0].get_xlabel()
+
+
+def test_self_supervised_flow_figure_says_score_not_logit(example):
+    from dataclasses import fields
+
+    from captum_daam import SelfSupervisedFlow
+
+    images, flow = example
+    n, k = flow.scores.shape[0], 3
+    extra = dict(voted_class=flow.targets, vote_share=torch.ones(n),
+                 neighbour_indices=torch.zeros(n, k, dtype=torch.long),
+                 neighbour_similarities=torch.ones(n, k),
+                 neighbour_labels=torch.zeros(n, k, dtype=torch.long),
+                 support_indices=torch.zeros(n, k, dtype=torch.long),
+                 importance=torch.ones(n, 8))
+    ssl = SelfSupervisedFlow(**{f.name: getattr(flow, f.name) for f in fields(flow)}, **extra)
+    title = flow_figure(images[0], ssl, show_block_maps=False)._suptitle.get_text()
+    assert title.startswith("Self-supervised DAAM flow")
+    assert f"score <w, f> {float(flow.scores[0]):.2f}" in title and "logit" not in title

@@ -52,7 +52,7 @@ def attention_and_gradients(
     records, grads = site_gradients(forward_func, sites, inputs, score_fn, None,
                                     additional_forward_args, device_ids)
     out = []
-    for site, record, grad_z in zip(sites, records, grads):
+    for site, record, grad_z in zip(sites, records, grads, strict=True):
         batch, groups, heads, tokens, head_dim = record.v.shape
         if groups != 1:
             raise ValueError(

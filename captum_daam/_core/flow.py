@@ -3,8 +3,8 @@
 :func:`site_gradients` is the pass itself (what every site's attention computed, and the
 gradient of the score at every site's projection input ``Z``); :func:`relevance_flow`
 turns it into DAAM's token relevance, and :mod:`.attention_gradients` into the attention
-gradients of the gradient-weighted rollout baseline (:mod:`captum_daam.baselines.chefer`). :func:`attention_matrices` is the
-forward alone, for the attention-only baselines.
+gradients of the gradient-weighted rollout baseline (:mod:`captum_daam.baselines.chefer`).
+:func:`attention_matrices` is the forward alone, for the attention-only baselines.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from captum._utils.common import _sort_key_list
 from captum._utils.gradient import compute_layer_gradients_and_eval
 from torch import Tensor
 
-from .sites import AttentionSite, QueryAttention
 from .capture import record_attention
 from .decomposition import all_queries_relevance, full_attention, token_relevance
 from .maps import channel_weights, spread_to_grid
+from .sites import AttentionSite, QueryAttention
 
 #: Maps the model's output to the scalar per example that DAAM explains, (N,).
 ScoreFn = Callable[[Any], Tensor]
@@ -60,7 +60,7 @@ def relevance_flow(
     records, grads = site_gradients(forward_func, sites, inputs, score_fn, token_index,
                                     additional_forward_args, device_ids)
     relevance = []
-    for site, record, grad_z in zip(sites, records, grads):
+    for site, record, grad_z in zip(sites, records, grads, strict=True):
         if token_index is None:
             if grid_size is None:
                 raise ValueError("the all-queries mode needs the model's patch grid")
@@ -131,7 +131,7 @@ def attention_matrices(
     with torch.no_grad(), record_attention(sites, None) as recorder:
         forward_func(*inputs, *additional_forward_args)
     matrices = []
-    for site, record in zip(sites, recorder.gather()):
+    for site, record in zip(sites, recorder.gather(), strict=True):
         if record.q.shape[1] != 1:
             raise ValueError(
                 f"{site.name} attends within {record.q.shape[1]} separate windows; "

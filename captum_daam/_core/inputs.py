@@ -109,3 +109,20 @@ def check_inputs(
         t.clone() if isinstance(t, Tensor) and t.is_inference() else t for t in inputs_tuple
     )
     return inputs_tuple, grid
+
+
+def require_gradients(method: str) -> None:
+    """Refuse to run a gradient method inside ``torch.inference_mode()``.
+
+    Args:
+        method: The method's name, for the message.
+
+    Raises:
+        RuntimeError: inside ``torch.inference_mode()`` (``torch.no_grad()`` is fine: the
+            methods enable the gradients they need).
+    """
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError(
+            f"{method} needs gradients and cannot run inside torch.inference_mode(); "
+            "torch.no_grad() is fine"
+        )

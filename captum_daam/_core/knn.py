@@ -90,7 +90,7 @@ def top_k_cosine(
         for start in range(0, rows.shape[0], chunk_size):
             chunk = rows[start : start + chunk_size].to(dtype)
             sims = (chunk @ q.T).T  # (queries, rows); faster on CPU than q @ chunk.T
-            if want is not None:
+            if want is not None and row_labels is not None:
                 other = row_labels[start : start + chunk_size][None, :] != want[:, None]
                 sims.masked_fill_(other, float("-inf"))
             s, i = sims.topk(min(k, sims.shape[1]), dim=1)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from numbers import Integral
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple, Union, overload
 
 import torch
 from captum._utils.typing import TargetType
@@ -42,6 +42,22 @@ def _long_tensor(values: list, device: torch.device) -> Tensor:
             f"target {huge[:3]} out of range: class indices must lie in [0, num_classes)"
         )
     return torch.tensor(values, dtype=torch.long, device=device)
+
+
+@overload
+def target_tensor(target: None, num_examples: int, device: torch.device) -> None: ...
+
+
+@overload
+def target_tensor(
+    target: Union[int, Tuple[int, ...], List[int], Tensor], num_examples: int, device: torch.device
+) -> Tensor: ...
+
+
+@overload
+def target_tensor(
+    target: TargetType, num_examples: int, device: torch.device
+) -> Optional[Tensor]: ...
 
 
 def target_tensor(
@@ -105,15 +121,18 @@ def check_class_range(targets: Tensor, num_classes: Optional[int], what: str = "
         )
 
 
-def class_scores(output: object, targets: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
-    """The logits DAAM explains, and the classes they belong to.
+def logits_tensor(output: object) -> Tensor:
+    """``output`` if it is (N, classes) logits; otherwise a clear error.
 
     Args:
-        output: The model's output, expected to be (N, classes) logits.
-        targets: Class indices (N,), or ``None`` for each example's predicted class.
+        output: What the adapter's ``logits`` returned for the model's output.
 
     Returns:
-        ``(scores, targets)``: the selected logits (N,) and the classes used (N,).
+        ``output``, a tensor (N, classes).
+
+    Raises:
+        InvalidInputError: The model returned a tuple (a distilled DeiT in training mode).
+        UnsupportedModelError: The output is no 2-D tensor (a backbone without a head).
     """
     if isinstance(output, (tuple, list)):
         raise InvalidInputError(
@@ -126,6 +145,20 @@ def class_scores(output: object, targets: Optional[Tensor]) -> Tuple[Tensor, Ten
             f"DAAM explains classifiers with (N, classes) logits; the model returned "
             f"{shape}. For a backbone without a classifier head use SelfSupervisedDAAM"
         )
+    return output
+
+
+def class_scores(output: object, targets: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
+    """The logits DAAM explains, and the classes they belong to.
+
+    Args:
+        output: The model's output, expected to be (N, classes) logits.
+        targets: Class indices (N,), or ``None`` for each example's predicted class.
+
+    Returns:
+        ``(scores, targets)``: the selected logits (N,) and the classes used (N,).
+    """
+    output = logits_tensor(output)
     num_classes = output.shape[1]
     if num_classes == 0:
         raise UnsupportedModelError(

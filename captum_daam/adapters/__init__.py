@@ -15,7 +15,7 @@ from .timm_common import CLASSIFIER_WEIGHT_KEYS, architecture_name
 from .timm_swin import TimmSwinAdapter
 from .timm_vit import TimmVisionTransformerAdapter
 from .timm_xcit import TimmXcitAdapter
-from .wrappers import eager_calls, eager_model, unwrap_model
+from .wrappers import eager_calls, eager_model, explanation_pass, model_lock, unwrap_model
 
 #: Tried in order; the first whose ``matches`` accepts the model wins. The timm classes
 #: are unrelated (none subclasses another), so their order does not matter among them;
@@ -82,7 +82,9 @@ __all__ = [
     "TimmXcitAdapter",
     "eager_calls",
     "eager_model",
+    "explanation_pass",
     "get_adapter",
+    "model_lock",
     "model_name",
     "num_classes_in_state_dict",
     "unwrap_model",

@@ -15,13 +15,13 @@ The method itself (:mod:`captum_daam._core`) never looks inside a model.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
 
-from ..errors import InvalidInputError, UnsupportedModelError
 from .._core.sites import AttentionSite, QueryAttention, QuerySink, RowSink, TokenLayout
+from ..errors import InvalidInputError, UnsupportedModelError
 
 #: Re-exported: the site types are defined in :mod:`captum_daam._core.sites`.
 __all__ = [
@@ -32,6 +32,11 @@ __all__ = [
     "RowSink",
     "TokenLayout",
 ]
+
+#: A model or submodule that an adapter reads by attribute (``blocks``, ``patch_embed``,
+#: ``num_heads``, ``qkv``, ...): attributes that ``nn.Module``'s type does not declare
+#: (its ``__getattr__`` is typed ``Tensor | Module``), so adapters hold such modules as this.
+AnyModule = Any
 
 
 class ModelAdapter(ABC):
@@ -46,7 +51,7 @@ class ModelAdapter(ABC):
     description: str = ""
 
     def __init__(self, model: nn.Module) -> None:
-        self.model = model
+        self.model: AnyModule = model
 
     @classmethod
     @abstractmethod
@@ -108,6 +113,13 @@ class ModelAdapter(ABC):
             )
         return None
 
+    @property
+    def token_attention_refusal(self) -> Optional[str]:
+        """Why the model has no token-by-token attention matrix per block (what attention
+        rollout and Chefer's gradient-weighted rollout multiply), or ``None`` where it
+        has one. The all-queries hooks are needed to recompute it."""
+        return self.all_queries_refusal
+
     @abstractmethod
     def grid_size(self, image_size: Tuple[int, int]) -> Tuple[int, int]:
         """Patch grid (rows, columns) for an input of ``image_size`` (height, width).
@@ -151,12 +163,6 @@ class ModelAdapter(ABC):
             f"the grad-cam methods run on the last block's norm1, which "
             f"{type(self.model).__name__} does not have; use a timm ViT"
         )
-
-    @property
-    def model_name(self) -> Optional[str]:
-        """The architecture name the model carries (timm's ``pretrained_cfg``), or
-        ``None``."""
-        return None
 
     def features(self, model: nn.Module, *inputs: object) -> Tensor:
         """The embedding self-supervised DAAM explains: one feature vector per image.

@@ -40,7 +40,7 @@ from torch.utils.hooks import RemovableHandle
 
 from .._core.decomposition import compute_dtype, readout_attention_row, readout_row_bias
 from ..errors import InvalidInputError, UnsupportedModelError
-from .base import AttentionSite, ModelAdapter, RowSink
+from .base import AnyModule, AttentionSite, ModelAdapter, RowSink
 
 #: Supported classes by name, and the kind of embedding they use.
 _CLASSIFIERS = {
@@ -71,7 +71,7 @@ def _transformers_class(model: nn.Module) -> Optional[str]:
 class _Parts:
     """The projections of one attention module, for transformers 5 or 4.x."""
 
-    def __init__(self, name: str, attn: nn.Module, model_name: str) -> None:
+    def __init__(self, name: str, attn: AnyModule, model_name: str) -> None:
         if all(isinstance(getattr(attn, n, None), nn.Linear)
                for n in ("q_proj", "k_proj", "v_proj", "o_proj")):
             self.q, self.k, self.v, self.o = attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj
@@ -104,7 +104,7 @@ class _Parts:
             )
 
 
-def _install_hooks(attn: nn.Module, parts: _Parts, token_index: int,
+def _install_hooks(attn: AnyModule, parts: _Parts, token_index: int,
                    sink: RowSink) -> List[RemovableHandle]:
     # Per device (one replica each under DataParallel): the call's mask and the q / k / v
     # outputs seen so far; the row is formed when the last of the three arrives.
@@ -161,7 +161,7 @@ def _install_hooks(attn: nn.Module, parts: _Parts, token_index: int,
     ]
 
 
-def _site(name: str, attn: nn.Module, model_name: str) -> AttentionSite:
+def _site(name: str, attn: AnyModule, model_name: str) -> AttentionSite:
     parts = _Parts(name, attn, model_name)
 
     def install(token_index: int, sink: RowSink) -> List[RemovableHandle]:
@@ -191,7 +191,7 @@ class HuggingFaceViTAdapter(ModelAdapter):
     def matches(cls, model: nn.Module) -> bool:
         return _transformers_class(model) is not None
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: AnyModule) -> None:
         super().__init__(model)
         class_name = _transformers_class(model)
         assert class_name is not None
@@ -238,7 +238,9 @@ class HuggingFaceViTAdapter(ModelAdapter):
     @property
     def classifier(self) -> Optional[nn.Module]:
         head = getattr(self.model, "classifier", None)
-        return head if isinstance(head, nn.Module) and any(True for _ in head.parameters()) else None
+        return (
+            head if isinstance(head, nn.Module) and any(True for _ in head.parameters()) else None
+        )
 
     def logits(self, output: object) -> object:
         """``output.logits`` of an ``ImageClassifierOutput`` (or the first element of the
@@ -250,7 +252,7 @@ class HuggingFaceViTAdapter(ModelAdapter):
             return output[0]
         return output
 
-    def features(self, model: nn.Module, *inputs: Any) -> Tensor:
+    def features(self, model: AnyModule, *inputs: Any) -> Tensor:
         """The class token of the base model's final layer norm (``last_hidden_state[:,
         0]``; the classifier head, and ViT's tanh pooler, are not run)."""
         base = model.base_model

@@ -52,7 +52,7 @@ from torch.utils.hooks import RemovableHandle
 
 from .._core.decomposition import compute_dtype, readout_attention_row, readout_row_bias
 from ..errors import UnsupportedModelError
-from .base import AttentionSite, RowSink
+from .base import AnyModule, AttentionSite, RowSink
 from .timm_common import TimmClassTokenAdapter, attention_site, check_attention
 
 
@@ -62,13 +62,13 @@ def _heads(t: Tensor, heads: int) -> Tensor:
     return t.reshape(batch, tokens, heads, -1).transpose(1, 2)
 
 
-def _fused_qkv_bias(attn: nn.Module) -> Optional[Tensor]:
+def _fused_qkv_bias(attn: AnyModule) -> Optional[Tensor]:
     if getattr(attn, "q_bias", None) is None:
         return attn.qkv.bias
     return torch.cat((attn.q_bias, attn.k_bias, attn.v_bias))
 
 
-def _recompute_qkv(attn: nn.Module, x: Tensor, token_index: int) -> Tuple[Tensor, Tensor, Tensor]:
+def _recompute_qkv(attn: AnyModule, x: Tensor, token_index: int) -> Tuple[Tensor, Tensor, Tensor]:
     """Class row of q, (N, heads, head_dim), and k, v, (N, heads, T, head_dim), from the
     input ``x`` of an attention with a fused ``qkv`` weight and BEiT-style biases."""
     heads = attn.num_heads
@@ -82,7 +82,7 @@ def _recompute_qkv(attn: nn.Module, x: Tensor, token_index: int) -> Tuple[Tensor
     return q_row.reshape(x.shape[0], heads, -1), _heads(k, heads), _heads(v, heads)
 
 
-def _check_token_readout(model: nn.Module) -> None:
+def _check_token_readout(model: AnyModule) -> None:
     model_name = type(model).__name__
     if getattr(model, "cls_token", None) is None:
         raise UnsupportedModelError(
@@ -104,7 +104,7 @@ def _check_token_readout(model: nn.Module) -> None:
 def _install_beit_hooks(
     attn: BeitAttention, token_index: int, sink: RowSink
 ) -> List[RemovableHandle]:
-    def readout_row(module: nn.Module, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> None:
+    def readout_row(module: AnyModule, args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> None:
         x = args[0] if args else kwargs["x"]
         shared = kwargs.get("shared_rel_pos_bias", args[1] if len(args) > 1 else None)
         with torch.no_grad():
@@ -124,7 +124,7 @@ def _install_beit_hooks(
     return [attn.register_forward_pre_hook(readout_row, with_kwargs=True)]
 
 
-def _beit_site(name: str, attn: nn.Module, model_name: str) -> AttentionSite:
+def _beit_site(name: str, attn: AnyModule, model_name: str) -> AttentionSite:
     check_attention(attn, BeitAttention, name, model_name, "BEiT's own Attention only")
     return attention_site(name, attn, _install_beit_hooks,
                           head_dim=attn.qkv.out_features // (3 * attn.num_heads))
@@ -143,7 +143,7 @@ class TimmBeitAdapter(TimmClassTokenAdapter):
     def matches(cls, model: nn.Module) -> bool:
         return isinstance(model, Beit)
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: AnyModule) -> None:
         super().__init__(model)
         _check_token_readout(model)
         model_name = type(model).__name__
@@ -164,11 +164,11 @@ def _install_eva_hooks(
             f"token {token_index} is a patch token; EVA's readout is its class token"
         )
     # Per device: the (replica of the) module running there and its call's rope and mask.
-    calls: Dict[torch.device, Tuple[nn.Module, Optional[Tensor], Optional[Tensor], bool]] = {}
+    calls: Dict[torch.device, Tuple[AnyModule, Optional[Tensor], Optional[Tensor], bool]] = {}
     queries: Dict[torch.device, Tensor] = {}
     keys: Dict[torch.device, Tensor] = {}
 
-    def readout_row(owner: nn.Module, q_row: Tensor, k: Tensor, v: Tensor,
+    def readout_row(owner: AnyModule, q_row: Tensor, k: Tensor, v: Tensor,
                     rope: Optional[Tensor], attn_mask: Optional[Tensor],
                     is_causal: bool) -> None:
         tokens = k.shape[2]
@@ -185,7 +185,7 @@ def _install_eva_hooks(
         a0 = readout_attention_row(q_row, k, owner.scale, bias)
         sink(a0, v)
 
-    def remember_call(module: nn.Module, args: Tuple[Any, ...], kwargs: Dict[str, Any]):
+    def remember_call(module: AnyModule, args: Tuple[Any, ...], kwargs: Dict[str, Any]):
         x = args[0] if args else kwargs["x"]
         rope = kwargs.get("rope", args[1] if len(args) > 1 else None)
         attn_mask = kwargs.get("attn_mask", args[2] if len(args) > 2 else None)
@@ -223,7 +223,7 @@ def _install_eva_hooks(
     return handles
 
 
-def _eva_site(name: str, attn: nn.Module, model_name: str) -> AttentionSite:
+def _eva_site(name: str, attn: AnyModule, model_name: str) -> AttentionSite:
     check_attention(attn, EvaAttention, name, model_name,
                     "EVA models with attn_type='rope' (AttentionRope: PE, DINOv3, "
                     "ROPE-ViT) are not supported yet")
@@ -244,7 +244,7 @@ class TimmEvaAdapter(TimmClassTokenAdapter):
     def matches(cls, model: nn.Module) -> bool:
         return isinstance(model, Eva)
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: AnyModule) -> None:
         super().__init__(model)
         _check_token_readout(model)
         model_name = type(model).__name__

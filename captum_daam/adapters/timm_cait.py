@@ -31,7 +31,7 @@ from torch.utils.hooks import RemovableHandle
 
 from .._core.decomposition import readout_attention_row
 from ..errors import UnsupportedModelError
-from .base import AttentionSite, RowSink
+from .base import AnyModule, AttentionSite, RowSink
 from .timm_common import TimmClassTokenAdapter, attention_site, check_attention
 
 
@@ -77,7 +77,7 @@ def _install_class_attn_hooks(
     ]
 
 
-def class_attn_site(name: str, attn: nn.Module, model_name: str) -> AttentionSite:
+def class_attn_site(name: str, attn: AnyModule, model_name: str) -> AttentionSite:
     """The site of a timm ``ClassAttn`` (CaiT and XCiT class-attention layers)."""
     check_attention(attn, ClassAttn, name, model_name,
                     "DAAM supports the standard class-attention blocks only")
@@ -86,7 +86,7 @@ def class_attn_site(name: str, attn: nn.Module, model_name: str) -> AttentionSit
                           head_dim=attn.q.out_features // attn.num_heads, z_row=0)
 
 
-def check_class_token_readout(model: nn.Module, blocks_name: str) -> None:
+def check_class_token_readout(model: AnyModule, blocks_name: str) -> None:
     """Refuse models whose prediction is not read out from the class token."""
     model_name = type(model).__name__
     if getattr(model, "cls_token", None) is None or getattr(model, blocks_name) is None:
@@ -116,7 +116,7 @@ class TimmCaitAdapter(TimmClassTokenAdapter):
     def matches(cls, model: nn.Module) -> bool:
         return isinstance(model, Cait)
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: AnyModule) -> None:
         super().__init__(model)
         check_class_token_readout(model, "blocks_token_only")
         model_name = type(model).__name__

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
 from ..errors import InvalidInputError, UnsupportedModelError
-from .base import AttentionSite, ModelAdapter, QuerySink, RowSink, TokenLayout
+from .base import AnyModule, AttentionSite, ModelAdapter, QuerySink, RowSink, TokenLayout
 
 #: ``installer(attn, token_index, sink)``: registers the hooks of one attention module.
 Installer = Callable[[Any, int, RowSink], List[RemovableHandle]]
@@ -20,7 +20,7 @@ QueryInstaller = Callable[[Any, QuerySink], List[RemovableHandle]]
 
 def attention_site(
     name: str,
-    attn: nn.Module,
+    attn: AnyModule,
     installer: Installer,
     head_dim: Optional[int] = None,
     z_row: Optional[int] = None,
@@ -86,7 +86,7 @@ def check_attention(
         )
 
 
-def patch_grid(model: nn.Module, image_size: Tuple[int, int]) -> Tuple[int, int]:
+def patch_grid(model: AnyModule, image_size: Tuple[int, int]) -> Tuple[int, int]:
     """Patch grid of a timm ``PatchEmbed`` for ``image_size``: any size for
     ``dynamic_img_size=True`` models, else the size the model was built for."""
     patch_embed = model.patch_embed
@@ -105,7 +105,8 @@ def patch_grid(model: nn.Module, image_size: Tuple[int, int]) -> Tuple[int, int]
             f"got {tuple(image_size)}; resize the images"
             + (", or create the model with dynamic_img_size=True" if dynamic else "")
         )
-    return tuple(int(g) for g in patch_embed.grid_size)  # type: ignore[return-value]
+    rows, cols = (int(g) for g in patch_embed.grid_size)
+    return rows, cols
 
 
 def architecture_name(model: nn.Module) -> Optional[str]:
@@ -158,7 +159,9 @@ class TimmClassTokenAdapter(ModelAdapter):
     @property
     def classifier(self) -> Optional[nn.Module]:
         head = self.model.get_classifier()
-        return head if isinstance(head, nn.Module) and any(True for _ in head.parameters()) else None
+        return (
+            head if isinstance(head, nn.Module) and any(True for _ in head.parameters()) else None
+        )
 
     @property
     def gradcam_layer(self) -> nn.Module:
@@ -168,11 +171,7 @@ class TimmClassTokenAdapter(ModelAdapter):
             return super().gradcam_layer
         return norm1
 
-    @property
-    def model_name(self) -> Optional[str]:
-        return architecture_name(self.model)
-
-    def features(self, model: nn.Module, *inputs: Any) -> Tensor:
+    def features(self, model: AnyModule, *inputs: Any) -> Tensor:
         """The pooled pre-logits class-token embedding (the head, if any, is not run):
         ``model.forward_head(model.forward_features(x, ...), pre_logits=True)``."""
         return model.forward_head(model.forward_features(*inputs), pre_logits=True)

@@ -31,7 +31,7 @@ from timm.models.swin_transformer import SwinTransformer, WindowAttention
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
-from .base import AttentionSite, QueryAttention, QuerySink, RowSink
+from .base import AnyModule, AttentionSite, QueryAttention, QuerySink, RowSink
 from .timm_common import TimmClassTokenAdapter, attention_site, check_attention
 
 #: (N, H, W) of the stage grid, window size, shift size of one block's call.
@@ -60,16 +60,16 @@ def _refuse_readout(attn: nn.Module, token_index: int, sink: RowSink) -> List[Re
     raise ValueError("Swin has no readout token; use queries='all'")
 
 
-def _install_window_hooks(block: nn.Module):
+def _install_window_hooks(block: AnyModule):
     """The all-queries hooks of one ``SwinTransformerBlock``'s window attention."""
 
     def install(attn: WindowAttention, sink: QuerySink) -> List[RemovableHandle]:
         # Per device: the (replica of the) block's geometry, and the attention module
         # running there with the shifted-window mask it was called with.
         geometry: Dict[torch.device, _Geometry] = {}
-        calls: Dict[torch.device, Tuple[nn.Module, Optional[Tensor]]] = {}
+        calls: Dict[torch.device, Tuple[AnyModule, Optional[Tensor]]] = {}
 
-        def remember_block(module: nn.Module, args: Tuple[Any, ...]) -> None:
+        def remember_block(module: AnyModule, args: Tuple[Any, ...]) -> None:
             batch, height, width, _ = args[0].shape
             geometry[args[0].device] = (
                 batch, height, width, tuple(module.window_size), tuple(module.shift_size)
@@ -116,7 +116,7 @@ class TimmSwinAdapter(TimmClassTokenAdapter):
     def matches(cls, model: nn.Module) -> bool:
         return isinstance(model, SwinTransformer)
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: AnyModule) -> None:
         super().__init__(model)
         model_name = type(model).__name__
         self._sites: List[AttentionSite] = []
@@ -130,6 +130,13 @@ class TimmSwinAdapter(TimmClassTokenAdapter):
                     head_dim=block.attn.qkv.out_features // (3 * block.attn.num_heads),
                     query_installer=_install_window_hooks(block),
                 ))
+
+    @property
+    def token_attention_refusal(self) -> Optional[str]:
+        return (
+            "Swin attends within separate (shifted) windows: there is no token-by-token "
+            "attention matrix to roll out; use DAAM(model) (all-queries mode) or Grad-CAM"
+        )
 
     @property
     def num_prefix_tokens(self) -> int:

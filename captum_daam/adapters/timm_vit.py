@@ -31,7 +31,7 @@ from .._core.decomposition import (
     readout_row_bias,
 )
 from ..errors import UnsupportedModelError
-from .base import QueryAttention, QuerySink, RowSink
+from .base import AnyModule, QueryAttention, QuerySink, RowSink
 from .timm_common import (
     TimmClassTokenAdapter,
     attention_site,
@@ -41,13 +41,13 @@ from .timm_common import (
 
 #: ``on_qkv(owner, qkv, attn_mask, is_causal)``: called without gradient with the
 #: detached ``qkv`` output, (N, T, 3, heads, head_dim), of the module ``owner``.
-_QkvCallback = Callable[[nn.Module, Tensor, Optional[Tensor], bool], None]
+_QkvCallback = Callable[[AnyModule, Tensor, Optional[Tensor], bool], None]
 
 
 def _hook_qkv(attn: Attention, on_qkv: _QkvCallback) -> List[RemovableHandle]:
     """Hooks that hand ``attn``'s own ``qkv`` output and its call's mask to ``on_qkv``."""
     # Per device: the (replica of the) attention module running there and its mask.
-    calls: Dict[torch.device, Tuple[nn.Module, Optional[Tensor], bool]] = {}
+    calls: Dict[torch.device, Tuple[AnyModule, Optional[Tensor], bool]] = {}
 
     def remember_call(module: nn.Module, args: Tuple[Any, ...], kwargs: Dict[str, Any]):
         attn_mask = kwargs.get("attn_mask", args[1] if len(args) > 1 else None)
@@ -72,7 +72,7 @@ def _install_attention_hooks(
 ) -> List[RemovableHandle]:
     """Recompute the readout row of ``attn`` from its own ``qkv`` output."""
 
-    def readout_row(owner: nn.Module, qkv: Tensor, attn_mask: Optional[Tensor],
+    def readout_row(owner: AnyModule, qkv: Tensor, attn_mask: Optional[Tensor],
                     is_causal: bool) -> None:
         tokens = qkv.shape[1]
         q_row = owner.q_norm(qkv[:, token_index, 0])  # (N, heads, head_dim)
@@ -92,7 +92,7 @@ def _query_installer(num_prefix_tokens: int):
     layout = prefix_layout(num_prefix_tokens)
 
     def install(attn: Attention, sink: QuerySink) -> List[RemovableHandle]:
-        def record(owner: nn.Module, qkv: Tensor, attn_mask: Optional[Tensor],
+        def record(owner: AnyModule, qkv: Tensor, attn_mask: Optional[Tensor],
                    is_causal: bool) -> None:
             q = owner.q_norm(qkv[:, :, 0].transpose(1, 2))  # (N, heads, T, head_dim)
             k = owner.k_norm(qkv[:, :, 1].transpose(1, 2))
@@ -127,7 +127,7 @@ class TimmVisionTransformerAdapter(TimmClassTokenAdapter):
     def matches(cls, model: nn.Module) -> bool:
         return isinstance(model, VisionTransformer)
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: AnyModule) -> None:
         super().__init__(model)
         model_name = type(model).__name__
         if getattr(model, "attn_pool", None) is not None:

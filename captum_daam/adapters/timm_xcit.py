@@ -25,13 +25,16 @@ from timm.models.xcit import Xcit
 from torch import nn
 
 from ..errors import InvalidInputError, UnsupportedModelError
+from .base import AnyModule
 from .timm_cait import check_class_token_readout, class_attn_site
 from .timm_common import TimmClassTokenAdapter
 
 
 def _conv_out(size: int, conv: nn.Conv2d, dim: int) -> int:
+    padding = conv.padding
+    assert not isinstance(padding, str)  # the constructor refuses "same" / "valid"
     return (
-        size + 2 * conv.padding[dim] - conv.dilation[dim] * (conv.kernel_size[dim] - 1) - 1
+        size + 2 * padding[dim] - conv.dilation[dim] * (conv.kernel_size[dim] - 1) - 1
     ) // conv.stride[dim] + 1
 
 
@@ -49,7 +52,7 @@ class TimmXcitAdapter(TimmClassTokenAdapter):
     def matches(cls, model: nn.Module) -> bool:
         return isinstance(model, Xcit)
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: AnyModule) -> None:
         super().__init__(model)
         check_class_token_readout(model, "cls_attn_blocks")
         model_name = type(model).__name__

@@ -14,6 +14,8 @@ from typing import Iterator, List, Tuple
 
 from torch import nn
 
+from .._core.capture import hold_locks
+
 try:  # torch.compile's wrapper module (torch >= 2.0)
     from torch._dynamo.eval_frame import OptimizedModule
 except ImportError:  # pragma: no cover - torch without dynamo
@@ -81,4 +83,54 @@ def eager_calls(model: nn.Module) -> Iterator[None]:
             module.__dict__[_COMPILED_CALL] = call
 
 
-__all__ = ["eager_calls", "eager_model", "unwrap_model"]
+@contextmanager
+def model_lock(model: nn.Module) -> Iterator[None]:
+    r"""Hold ``model``'s explanation lock inside the block.
+
+    An explanation installs hooks on the model's modules for one forward and backward
+    pass, and every forward of the model in that time reports to them. DAAM,
+    SelfSupervisedDAAM and the baselines hold this lock for that pass, so explanations
+    of one model from several threads run one after another, each giving the map it
+    gives alone; different models do not wait for each other. Take it around your own
+    forward passes of a model that other threads explain at the same time.
+
+    Args:
+        model: The model, possibly in ``DataParallel`` / ``DistributedDataParallel`` or
+            ``torch.compile`` (the lock is the wrapped module's).
+
+    Returns:
+        A context manager; the lock is re-entrant within one thread and held by weak
+        reference (it goes with the model).
+
+    Example::
+
+        >>> import timm, torch
+        >>> from captum_daam import model_lock
+        >>> model = timm.create_model("deit_tiny_patch16_224").eval()
+        >>> with model_lock(model):     # in a thread beside others calling DAAM
+        ...     logits = model(torch.randn(1, 3, 224, 224))
+        >>> logits.shape
+        torch.Size([1, 1000])
+    """
+    with hold_locks([unwrap_model(model)]):
+        yield
+
+
+@contextmanager
+def explanation_pass(model: nn.Module) -> Iterator[nn.Module]:
+    """One explanation's forward and backward: ``model``'s lock held (as
+    :func:`model_lock`) and its modules compiled in place run eagerly (as
+    :func:`eager_calls`). What DAAM, SelfSupervisedDAAM and every baseline run inside.
+
+    Args:
+        model: The model as the user gave it (wrappers and ``torch.compile`` allowed).
+
+    Yields:
+        The module to run: ``model`` without its ``torch.compile`` wrappers.
+    """
+    base = unwrap_model(model)
+    with hold_locks([base]), eager_calls(base):
+        yield eager_model(model)
+
+
+__all__ = ["eager_calls", "eager_model", "explanation_pass", "model_lock", "unwrap_model"]

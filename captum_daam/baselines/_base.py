@@ -8,19 +8,16 @@ the prefix tokens and the number of classes come from the model's adapter
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Sequence, Tuple, Union
+from typing import Any, Callable, Sequence, Tuple, Union
 
 import torch
 from captum._utils.typing import TargetType
-from torch import Tensor, nn
+from torch import Tensor
 
-from .._core.capture import hold_locks
-from .._core.inputs import check_images
-from .._core.capture import hold_locks
+from .._core.inputs import check_images, require_gradients
 from .._core.inputs import check_inputs as _check_inputs
-from .._core.targets import check_class_range, target_tensor
-from ..adapters import eager_calls, eager_model, unwrap_model
+from .._core.targets import check_class_range, logits_tensor, target_tensor
+from ..adapters import explanation_pass
 from ..adapters.base import ModelAdapter
 from ..errors import InvalidInputError
 
@@ -31,24 +28,6 @@ Inputs = Union[Tensor, Tuple[Tensor, ...]]
 #: predicted classes: ``class_targets(target, num_examples, device)``. Accepts ``None``,
 #: an int, a one-element tuple, a list of N ints, an integer tensor of 1 or N elements.
 class_targets = target_tensor
-
-
-@contextmanager
-def explanation_pass(model: nn.Module) -> Iterator[nn.Module]:
-    """Inside the block, ``model``'s explanation lock is held (the one
-    :func:`captum_daam.model_lock` takes, so explanations of one model from several
-    threads run one after another) and modules compiled in place run eagerly.
-
-    Args:
-        model: The model as the user gave it (wrappers and ``torch.compile`` allowed).
-
-    Yields:
-        The module to run: ``model`` without its ``torch.compile`` wrappers (hooks and
-        compiled graphs do not mix).
-    """
-    base = unwrap_model(model)
-    with hold_locks([base]), eager_calls(base):
-        yield eager_model(model)
 
 
 def check_inputs(
@@ -70,23 +49,6 @@ def check_inputs(
             tuple. The message names the fix.
     """
     return _check_inputs(inputs, adapter)
-
-
-def require_gradients(method: str) -> None:
-    """Refuse to run a gradient method inside ``torch.inference_mode()``.
-
-    Args:
-        method: The method's name, for the message.
-
-    Raises:
-        RuntimeError: inside ``torch.inference_mode()`` (``torch.no_grad()`` is fine: the
-            methods enable the gradients they need).
-    """
-    if torch.is_inference_mode_enabled():
-        raise RuntimeError(
-            f"{method} needs gradients and cannot run inside torch.inference_mode(); "
-            "torch.no_grad() is fine"
-        )
 
 
 def check_batch(
@@ -155,8 +117,8 @@ def resolve_targets(
     targets = target_tensor(target, int(images.shape[0]), images.device)
     if targets is None:
         with torch.no_grad():
-            logits = adapter.logits(forward(*inputs, *additional_forward_args))
-        targets = logits.argmax(dim=1)  # type: ignore[union-attr]
+            logits = logits_tensor(adapter.logits(forward(*inputs, *additional_forward_args)))
+        targets = logits.argmax(dim=1)
     else:
         check_class_range(targets, adapter.num_classes, "target")
     return targets

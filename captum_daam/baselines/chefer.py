@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from .._core.attention_gradients import attention_and_gradients
 from .._core.grid import patches_on_grid
+from .._core.targets import logits_tensor
 from ..adapters import get_adapter
 from ..errors import UnsupportedModelError
 from ._base import Inputs, check_inputs, explanation_pass, require_gradients, resolve_targets
@@ -64,30 +65,27 @@ def gradient_weighted_rollout(
         >>> from captum_daam.baselines import gradient_weighted_rollout
         >>> model = timm.create_model("deit_tiny_patch16_224").eval()
         >>> maps = gradient_weighted_rollout(model, torch.randn(2, 3, 224, 224), [3, 7])
-        >>> maps.shape                                           # (2, 1, 14, 14)
+        >>> maps.shape
+        torch.Size([2, 1, 14, 14])
     """
     require_gradients("gradient-weighted rollout")
     adapter = get_adapter(model)
     inputs_tuple, grid = check_inputs(inputs, adapter)
     row = adapter.readout_token_index(token)
-    refusal = adapter.all_queries_refusal
+    refusal = adapter.token_attention_refusal
     if refusal is not None:
         raise UnsupportedModelError(
-            f"gradient-weighted rollout needs every block's attention: {refusal}"
+            f"gradient-weighted rollout needs every block's attention matrix: {refusal}"
         )
     extra = _format_additional_forward_args(additional_forward_args)
 
     def score(output: object) -> Tensor:
-        logits = adapter.logits(output)
-        return logits.gather(1, targets[:, None]).squeeze(1)  # type: ignore[union-attr]
+        logits = logits_tensor(adapter.logits(output))
+        return logits.gather(1, targets[:, None]).squeeze(1)
 
     with explanation_pass(model) as eager, torch.enable_grad():
         targets = resolve_targets(eager, adapter, inputs_tuple, target, extra or ())
-        try:
-            pairs = attention_and_gradients(eager, list(adapter.sites), inputs_tuple, score,
-                                            extra)
-        except ValueError as error:
-            raise UnsupportedModelError(f"gradient-weighted rollout: {error}") from None
+        pairs = attention_and_gradients(eager, list(adapter.sites), inputs_tuple, score, extra)
     relevance: Optional[Tensor] = None
     for attention, gradient in pairs:
         fused = (gradient * attention).clamp(min=0).mean(dim=1)

@@ -74,7 +74,8 @@ class ViTLayerGradCam(LayerAttribution, GradientAttribution):
         >>> model = timm.create_model("deit_tiny_patch16_224").eval()
         >>> gradcam = ViTLayerGradCam(model, get_adapter(model).gradcam_layer)
         >>> maps = gradcam.attribute(torch.randn(2, 3, 224, 224), target=[3, 7])
-        >>> maps.shape                                      # (2, 1, 14, 14)
+        >>> maps.shape
+        torch.Size([2, 1, 14, 14])
     """
 
     def __init__(
@@ -134,7 +135,7 @@ class ViTLayerGradCam(LayerAttribution, GradientAttribution):
             handle.remove()
 
     @log_usage()
-    def attribute(  # type: ignore[override]
+    def attribute(
         self,
         inputs: Inputs,
         target: TargetType = None,
@@ -162,13 +163,16 @@ class ViTLayerGradCam(LayerAttribution, GradientAttribution):
             input space with :func:`captum_daam.to_input_space`.
         """
         require_gradients("ViTLayerGradCam")
-        inputs_tuple, self._grid = check_inputs(inputs, self.adapter)
+        inputs_tuple, grid = check_inputs(inputs, self.adapter)
         extra = _format_additional_forward_args(additional_forward_args)
-        try:
-            with explanation_pass(self.forward_func):
+        # The grid view reads self._grid: set and cleared under the model's lock, so one
+        # instance shared by threads never sees another call's grid.
+        with explanation_pass(self.forward_func):
+            self._grid = grid
+            try:
                 targets = resolve_targets(self.forward_func, self.adapter, inputs_tuple,
                                           target, extra or ())
-                maps = self.grad_cam.attribute.__wrapped__(  # type: ignore[attr-defined]
+                maps = self.grad_cam.attribute.__wrapped__(
                     self.grad_cam,
                     inputs_tuple,
                     target=targets,
@@ -177,8 +181,8 @@ class ViTLayerGradCam(LayerAttribution, GradientAttribution):
                     relu_attributions=relu_attributions,
                     attr_dim_summation=attr_dim_summation,
                 )
-        finally:
-            self._grid = None
+            finally:
+                self._grid = None
         return maps.detach()
 
 

@@ -32,8 +32,11 @@ def tokens_to_grid(
 
     Example::
 
+        >>> import torch
+        >>> from captum_daam import tokens_to_grid
         >>> tokens = torch.randn(2, 1 + 14 * 14, 192)      # DeiT-Tiny, 224 px
-        >>> tokens_to_grid(tokens, 1, (14, 14)).shape       # (2, 192, 14, 14)
+        >>> tokens_to_grid(tokens, 1, (14, 14)).shape       # channels first
+        torch.Size([2, 192, 14, 14])
     """
     if tokens.dim() != 3:
         raise InvalidInputError(
@@ -54,7 +57,12 @@ def grid_to_tokens(grid: Tensor, prefix: Tensor) -> Tensor:
 
     Example::
 
-        >>> grid_to_tokens(tokens_to_grid(tokens, 1, (14, 14)), tokens[:, :1])
+        >>> import torch
+        >>> from captum_daam import grid_to_tokens, tokens_to_grid
+        >>> tokens = torch.randn(2, 1 + 14 * 14, 192)
+        >>> grid = tokens_to_grid(tokens, 1, (14, 14))
+        >>> torch.equal(grid_to_tokens(grid, tokens[:, :1]), tokens)
+        True
     """
     patches = grid.flatten(2).transpose(1, 2)
     return torch.cat([prefix, patches], dim=1)

@@ -45,8 +45,9 @@ def raw_attention(
 
         >>> import timm, torch
         >>> from captum_daam.baselines import raw_attention
-        >>> model = timm.create_model("deit_tiny_patch16_224").eval()
-        >>> raw_attention(model, torch.randn(2, 3, 224, 224)).shape     # (2, 1, 14, 14)
+        >>> model = timm.create_model("deit_tiny_patch16_224").eval()  # random weights
+        >>> raw_attention(model, torch.randn(2, 3, 224, 224)).shape
+        torch.Size([2, 1, 14, 14])
     """
     adapter = get_adapter(model)
     inputs_tuple, grid = check_inputs(inputs, adapter)

@@ -23,14 +23,13 @@ def _attention_matrices(
     """Every block's post-softmax attention (N, heads, T, T), from the adapter's
     all-queries hooks (see :func:`captum_daam._core.flow.attention_matrices`)."""
     adapter = get_adapter(model)
-    refusal = adapter.all_queries_refusal
+    refusal = adapter.token_attention_refusal
     if refusal is not None:
-        raise UnsupportedModelError(f"attention rollout needs every block's attention: {refusal}")
-    try:
-        with explanation_pass(model) as eager:
-            return attention_matrices(eager, list(adapter.sites), inputs, extra)
-    except ValueError as error:
-        raise UnsupportedModelError(f"attention rollout: {error}") from None
+        raise UnsupportedModelError(
+            f"attention rollout needs every block's attention matrix: {refusal}"
+        )
+    with explanation_pass(model) as eager:
+        return attention_matrices(eager, list(adapter.sites), inputs, extra)
 
 
 def attention_rollout(
@@ -72,8 +71,9 @@ def attention_rollout(
 
         >>> import timm, torch
         >>> from captum_daam import attention_rollout
-        >>> model = timm.create_model("deit_tiny_patch16_224").eval()
-        >>> attention_rollout(model, torch.randn(2, 3, 224, 224)).shape   # (2, 1, 14, 14)
+        >>> model = timm.create_model("deit_tiny_patch16_224").eval()  # random weights
+        >>> attention_rollout(model, torch.randn(2, 3, 224, 224)).shape
+        torch.Size([2, 1, 14, 14])
     """
     adapter = get_adapter(model)
     inputs_tuple, grid = check_inputs(inputs, adapter)

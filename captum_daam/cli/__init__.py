@@ -23,5 +23,4 @@ Example::
 from .common import UserError
 from .parser import build_parser, main
 
-
 __all__ = ["UserError", "build_parser", "main"]

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from ..errors import InvalidInputError
+
+if TYPE_CHECKING:
+    import torch
 
 
 class UserError(InvalidInputError):
@@ -37,6 +39,8 @@ def prepare_out(out: Path) -> None:
 
 def choose_device(choice: str) -> torch.device:
     """The device of ``--device auto|cpu|cuda``; ``auto`` takes CUDA when there is one."""
+    import torch
+
     if choice == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if choice == "cuda" and not torch.cuda.is_available():

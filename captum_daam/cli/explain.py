@@ -78,18 +78,20 @@ def _explain_batch(daam, images: torch.Tensor, target: Optional[int], topk: int,
             raise UserError(str(error)) from None
         return [flow], [[{"class": int(c), "name": name_of(int(c)),
                           "vote_share": round(float(p), 5)}]
-                        for c, p in zip(flow.voted_class, flow.vote_share)]
-    with torch.no_grad():
+                        for c, p in zip(flow.voted_class, flow.vote_share, strict=True)]
+    from ..attr import model_lock
+
+    with torch.no_grad(), model_lock(daam.adapter.model):
         logits = daam.adapter.logits(daam.forward_func(images))
     ranked = logits.topk(min(5, logits.shape[1]), dim=1).indices
     probabilities = logits.softmax(dim=1).gather(1, ranked)
     predictions = [
         [{"class": int(c), "name": name_of(int(c)), "probability": round(float(p), 5)}
-         for p, c in zip(probabilities[i].tolist(), ranked[i].tolist())]
+         for p, c in zip(probabilities[i].tolist(), ranked[i].tolist(), strict=True)]
         for i in range(len(images))
     ]
     if target is None:
-        return explain_top_k(daam, images, k=topk), predictions
+        return explain_top_k(daam, images, k=topk, logits=logits), predictions
     targets = torch.full((len(images),), target, device=images.device)
     return [daam.attribute(images, target=targets, return_flow=True)], predictions
 
@@ -117,7 +119,7 @@ def _write_image(file: Path, image: torch.Tensor, i: int, flows: list, contribut
         scores=torch.stack([f.scores[i] for f in flows]).cpu().numpy(),
         layer_names=np.array(flows[0].layer_names),
     )
-    size = tuple(image.shape[-2:])
+    size = (int(image.shape[-2]), int(image.shape[-1]))
     if box is not None:
         boxes = torch.tensor([box])
         energies = box_energy(torch.cat([_upsampled(f, i, size) for f in flows]),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 from torch import nn
 
@@ -56,7 +56,7 @@ def _timm_model(name: str, weights: Optional[str]) -> nn.Module:
             ) from None
     state = state_dict_from(Path(weights))
     classes = num_classes_in_state_dict(state)
-    extra = {"num_classes": classes} if classes is not None else {}
+    extra: Dict[str, Any] = {"num_classes": classes} if classes is not None else {}
     try:
         model = timm.create_model(name, pretrained=False, **extra)
         model.load_state_dict(state, strict=True)
@@ -90,8 +90,10 @@ def load_model(name: Optional[str], weights: Optional[str]) -> LoadedModel:
         from ..zoo import DEFAULT_MODEL_INFO as info
         from ..zoo import load_default_model
 
-        config = {"input_size": (3, info.image_size, info.image_size), "mean": info.mean,
-                  "std": info.std, "crop_pct": 1.0, "interpolation": "bilinear"}
+        config: Dict[str, Any] = {
+            "input_size": (3, info.image_size, info.image_size), "mean": info.mean,
+            "std": info.std, "crop_pct": 1.0, "interpolation": "bilinear",
+        }
         return LoadedModel(load_default_model(), EMBEDDED, create_transform(**config),
                            info.mean, info.std, info.class_names)
     if name in (None, EMBEDDED):

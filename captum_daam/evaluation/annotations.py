@@ -172,7 +172,10 @@ def load_official_boxes(root: PathLike, files: Sequence[str] = ()) -> List[Annot
     found = {e.file for e in entries} | {Path(e.file).name for e in entries}
     missing = sorted(wanted - found)
     if missing:
-        raise InvalidInputError(f"no boxes in {root} for {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+        raise InvalidInputError(
+            f"no boxes in {root} for "
+            f"{missing[:5]}{' ...' if len(missing) > 5 else ''}"
+        )
     return entries
 
 

@@ -100,7 +100,11 @@ class BoxDataset(Dataset):
         self.paths: List[Path] = []
         for entry in entries:
             path = next(
-                (index[k] for k in (entry.file, Path(entry.file).name, Path(entry.file).stem) if k in index),
+                (
+                    index[k]
+                    for k in (entry.file, Path(entry.file).name, Path(entry.file).stem)
+                    if k in index
+                ),
                 None,
             )
             if path is not None:
@@ -114,7 +118,11 @@ class BoxDataset(Dataset):
 
     @classmethod
     def from_official(
-        cls, boxes_dir: PathLike, image_dir: PathLike, transform: Callable, files: Sequence[str] = ()
+        cls,
+        boxes_dir: PathLike,
+        image_dir: PathLike,
+        transform: Callable,
+        files: Sequence[str] = (),
     ) -> "BoxDataset":
         """The official txt files (:func:`load_official_boxes`) and an image folder."""
         return cls(load_official_boxes(boxes_dir, files), image_dir, transform)
@@ -132,7 +140,9 @@ class BoxDataset(Dataset):
         return cls(load_xml_boxes(annotation_dir, class_index, origin), image_dir, transform)
 
     @classmethod
-    def from_subset(cls, root: PathLike, transform: Callable, files: Sequence[str] = ()) -> "BoxDataset":
+    def from_subset(
+        cls, root: PathLike, transform: Callable, files: Sequence[str] = ()
+    ) -> "BoxDataset":
         """The ``boxes.csv`` + ``images/`` layout of
         :class:`~captum_daam.evaluation.ImageNetSubset` (boxes in the files' pixels)."""
         root = Path(root)
@@ -206,7 +216,12 @@ class SyntheticBoxes(Dataset):
     def __getitem__(self, index: int) -> BoxedItem:
         image, label, box = self.shapes[index]
         index = index + len(self.shapes) if index < 0 else index
-        return image, int(label), box.to(torch.float64).reshape(1, 4), f"synthetic-{self.shapes.seed}-{index}"
+        return (
+            image,
+            int(label),
+            box.to(torch.float64).reshape(1, 4),
+            f"synthetic-{self.shapes.seed}-{index}",
+        )
 
 
 def collate_boxes(batch: Sequence[BoxedItem]) -> Tuple[Tensor, Tensor, List[Tensor], List[str]]:
@@ -219,7 +234,7 @@ def collate_boxes(batch: Sequence[BoxedItem]) -> Tuple[Tensor, Tensor, List[Tens
     """
     if not batch:
         raise InvalidInputError("cannot collate an empty batch")
-    images, labels, boxes, ids = zip(*batch)
+    images, labels, boxes, ids = zip(*batch, strict=False)
     return torch.stack(images), torch.tensor(labels, dtype=torch.long), list(boxes), list(ids)
 
 

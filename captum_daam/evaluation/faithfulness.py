@@ -160,7 +160,10 @@ def _baseline_images(
     if callable(baseline):
         out = baseline(images)
         if not isinstance(out, Tensor) or out.shape != images.shape:
-            raise InvalidInputError("a baseline function must return a tensor shaped like the images")
+            raise InvalidInputError(
+                "a baseline function must return "
+                "a tensor shaped like the images"
+            )
         return out.to(images)
     raise InvalidInputTypeError(f"unsupported baseline {type(baseline).__name__}")
 

@@ -139,8 +139,12 @@ def _iou_matrix(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
     """IoU of every predicted box (T, 4) with every true box (K, 4): (T, K); a NaN or
     empty predicted box scores 0."""
     pred = np.nan_to_num(pred, nan=0.0)
-    ix = np.minimum(pred[:, None, 2], truth[None, :, 2]) - np.maximum(pred[:, None, 0], truth[None, :, 0])
-    iy = np.minimum(pred[:, None, 3], truth[None, :, 3]) - np.maximum(pred[:, None, 1], truth[None, :, 1])
+    ix = np.minimum(pred[:, None, 2], truth[None, :, 2]) - np.maximum(
+        pred[:, None, 0], truth[None, :, 0]
+    )
+    iy = np.minimum(pred[:, None, 3], truth[None, :, 3]) - np.maximum(
+        pred[:, None, 1], truth[None, :, 1]
+    )
     inter = np.clip(ix, 0, None) * np.clip(iy, 0, None)
     area_p = (pred[:, 2] - pred[:, 0]) * (pred[:, 3] - pred[:, 1])
     area_t = (truth[:, 2] - truth[:, 0]) * (truth[:, 3] - truth[:, 1])
@@ -165,7 +169,10 @@ def _as_boxes(boxes: Tensor, what: str = "boxes") -> np.ndarray:
     if boxes.dim() == 1:
         boxes = boxes[None]
     if boxes.dim() != 2 or boxes.shape[1] != 4:
-        raise InvalidInputError(f"{what} must be (K, 4) as (x0, y0, x1, y1), got shape {tuple(boxes.shape)}")
+        raise InvalidInputError(
+            f"{what} must be (K, 4) as (x0, y0, x1, y1), "
+            f"got shape {tuple(boxes.shape)}"
+        )
     return boxes.detach().to("cpu", torch.float64).numpy()
 
 
@@ -234,10 +241,13 @@ def localization_ious(
     thresholds = _taus(taus)
     height, width = arrays.shape[1:]
     out = np.zeros((arrays.shape[0], len(thresholds)))
-    for index, (array, truth) in enumerate(zip(arrays, boxes)):
-        truth = _as_boxes(truth)
+    for index, (array, image_boxes) in enumerate(zip(arrays, boxes, strict=True)):
+        truth = _as_boxes(image_boxes)
         if truth.shape[0] == 0:
-            raise InvalidInputError(f"image {index} has no true box; leave it out of the evaluation")
+            raise InvalidInputError(
+                f"image {index} has no true box; "
+                "leave it out of the evaluation"
+            )
         if truth[:, 2].max() > width + 1e-6 or truth[:, 3].max() > height + 1e-6:
             raise InvalidInputError(
                 f"image {index}'s boxes reach beyond the {height}x{width} maps; maps must "
@@ -254,7 +264,10 @@ def _as_ious(ious: Tensor) -> Tensor:
     if ious.dim() == 1:
         ious = ious[:, None]
     if ious.dim() != 2 or ious.shape[0] == 0:
-        raise InvalidInputError(f"expected IoUs (N, taus) for N >= 1 images, got shape {tuple(ious.shape)}")
+        raise InvalidInputError(
+            "expected IoUs (N, taus) for N >= 1 "
+            f"images, got shape {tuple(ious.shape)}"
+        )
     return ious
 
 
@@ -298,7 +311,10 @@ def choose_tau(ious: Tensor, taus: Optional[TauLike] = None, iou_threshold: floa
     thresholds = _taus(taus)
     ious = _as_ious(ious)
     if ious.shape[1] != len(thresholds):
-        raise InvalidInputError(f"ious have {ious.shape[1]} columns but {len(thresholds)} taus were given")
+        raise InvalidInputError(
+            f"ious have {ious.shape[1]} columns "
+            f"but {len(thresholds)} taus were given"
+        )
     return float(thresholds[int(torch.argmax(box_accuracy(ious, iou_threshold)))])
 
 
@@ -389,7 +405,9 @@ def localization_summary(
         "mean_iou": float(ious[:, column].mean()),
         "box_acc": float(box_accuracy(ious[:, column], iou_threshold)),
     }
-    summary.update({f"max_box_acc@{d:g}": float(v) for d, v in zip(iou_thresholds, maxacc)})
+    summary.update(
+        {f"max_box_acc@{d:g}": float(v) for d, v in zip(iou_thresholds, maxacc, strict=True)}
+    )
     summary["max_box_acc_v2"] = float(maxacc.mean())
     summary["num_images"] = int(ious.shape[0])
     if energies is not None:

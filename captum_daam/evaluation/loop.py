@@ -11,14 +11,14 @@ gathered on every rank.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Union
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Set, Sized, Union
 
 import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from ..distributed import barrier, rank_and_world
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, InvalidInputTypeError
 from .cache import Record, RecordCache
 from .datasets import collate_boxes
 from .faithfulness import logits_function
@@ -163,7 +163,13 @@ def evaluate(
         cache.check_settings(stored)
     cache.prepare(explainers)
 
-    all_indices = list(range(len(dataset))) if indices is None else list(indices)
+    if indices is None:
+        if not isinstance(dataset, Sized):
+            raise InvalidInputTypeError(
+                f"{type(dataset).__name__} has no length; pass indices=... to evaluate"
+            )
+        indices = range(len(dataset))
+    all_indices = list(indices)
     mine = all_indices[rank::world]
     faithful: Set[int] = set()
     if faithfulness:

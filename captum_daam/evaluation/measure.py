@@ -126,7 +126,7 @@ def measure(
     start = time.perf_counter()
     maps = map_batch(explain(images, targets), len(which))
     seconds = (time.perf_counter() - start) / len(which)
-    full = upsample(maps, tuple(images.shape[-2:]))[:, 0]
+    full = upsample(maps, (int(images.shape[-2]), int(images.shape[-1])))[:, 0]
     chosen = [batch.boxes[k] for k in which]
     ious = localization_ious(full, chosen, settings.taus)
     energy = box_energy(full, chosen)

@@ -11,25 +11,25 @@ Maps are float32 on the CPU, non-negative, one per image, (N, 1, rows, cols) on 
 patch grid of the model's adapter, except ``"integrated_gradients"``, which is at pixel
 resolution (N, 1, H, W): the shape of Captum's layer methods and of ``DAAM.attribute``.
 
-=======================  =============================================================
-``"daam"``               :class:`captum_daam.DAAM`, the final accumulated map ``D_B``.
-``"daam_all"``           :class:`captum_daam.DAAM` with ``queries="all"`` (every query row).
-``"gradcam"`` ...        :class:`captum_daam.baselines.PackageCAM`: the ``grad-cam``
-``"scorecam"``           package (extra ``eval``), GradCAM, GradCAM++, XGradCAM,
-                         LayerCAM, EigenCAM, ScoreCAM on the adapter's Grad-CAM layer
-                         (the last block's ``norm1``), prefix tokens dropped, patches on
-                         the grid; the raw grid-level CAM.
-``"rollout"``            :func:`captum_daam.attention_rollout` (Abnar & Zuidema, 2020).
-``"chefer"``             :func:`captum_daam.baselines.gradient_weighted_rollout`
-                         (Chefer et al., ICCV 2021): ``R = I``; per block
-                         ``Ā = mean_h ReLU(∇A ⊙ A)``, ``R = R + Ā R``; the readout row
-                         of ``R`` over the patches.
-``"raw_attention"``      :func:`captum_daam.baselines.raw_attention`: the last block's
-                         readout-token attention over the patches, mean over heads.
-``"integrated_gradients"``  Captum ``IntegratedGradients`` from a constant baseline,
-                         summed over channels, absolute value (or positive part).
-``"uniform"``            Ones on the grid: the chance reference.
-=======================  =============================================================
+============================  =============================================================
+``"daam"``                    :class:`captum_daam.DAAM`, the final accumulated map ``D_B``.
+``"daam_all"``                :class:`captum_daam.DAAM` with ``queries="all"`` (every query row).
+``"gradcam"`` ...             :class:`captum_daam.baselines.PackageCAM`: the ``grad-cam``
+``"scorecam"``                package (extra ``eval``), GradCAM, GradCAM++, XGradCAM,
+                              LayerCAM, EigenCAM, ScoreCAM on the adapter's Grad-CAM layer
+                              (the last block's ``norm1``), prefix tokens dropped, patches on
+                              the grid; the raw grid-level CAM.
+``"rollout"``                 :func:`captum_daam.attention_rollout` (Abnar & Zuidema, 2020).
+``"chefer"``                  :func:`captum_daam.gradient_weighted_rollout`
+                              (Chefer et al., ICCV 2021): ``R = I``; per block
+                              ``Ā = mean_h ReLU(∇A ⊙ A)``, ``R = R + Ā R``; the readout row
+                              of ``R`` over the patches.
+``"raw_attention"``           :func:`captum_daam.raw_attention`: the last block's
+                              readout-token attention over the patches, mean over heads.
+``"integrated_gradients"``    Captum ``IntegratedGradients`` from a constant baseline,
+                              summed over channels, absolute value (or positive part).
+``"uniform"``                 Ones on the grid: the chance reference.
+============================  =============================================================
 """
 
 from __future__ import annotations

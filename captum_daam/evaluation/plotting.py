@@ -84,11 +84,11 @@ def plot_deletion_insertion(
     kinds = ("deletion", "insertion")
     fig, axes = plt.subplots(1, 2, figsize=(11.6, 4))
     for index, (method, entry) in enumerate(curves.items()):
-        for ax, kind in zip(axes, kinds):
+        for ax, kind in zip(axes, kinds, strict=False):
             mean = entry[kind]
             ax.plot(torch.linspace(0, 1, len(mean)).numpy(), mean.numpy(), label=method,
                     **line_style(index, method, emphasis))
-    for ax, kind in zip(axes, kinds):
+    for ax, kind in zip(axes, kinds, strict=False):
         ax.set_title(f"{kind} (mean over images)")
         ax.set_xlabel(f"fraction of patches {'removed' if kind == 'deletion' else 'inserted'}")
         ax.set_ylabel("target probability")

@@ -82,7 +82,7 @@ def interleave(first: Sequence[int], second: Sequence[int]) -> List[int]:
         >>> interleave([0, 1, 2], [3])
         [0, 3, 1, 2]
     """
-    out = [i for pair in zip(first, second) for i in pair]
+    out = [i for pair in zip(first, second, strict=False) for i in pair]
     shorter = min(len(first), len(second))
     return out + list(first[shorter:]) + list(second[shorter:])
 
@@ -164,10 +164,12 @@ def sanity_checks(
     lines: List[str] = []
     for method in methods:
         mine: List[Row] = []
+
+        def explainer_for(m: nn.Module, name: str = method) -> Any:
+            return make_explainer(name, m, **options.get(name, {}))
+
         for mode in MODES:
-            mine += randomization_test(
-                model, lambda m, name=method: make_explainer(name, m, **options.get(name, {})),
-                images, targets, mode=mode)
+            mine += randomization_test(model, explainer_for, images, targets, mode=mode)
         for row in mine:
             row["method"] = method
         sanity_figure(mine, out / f"sanity_{method}.png", title=method)

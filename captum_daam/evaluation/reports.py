@@ -84,8 +84,9 @@ def paired_markdown(comparison: Mapping[str, Mapping[str, float]], reference: st
         if not rows:
             continue
         counts = {row.get(PAIRED_COUNTS.get(key, "n")) for row in rows}
-        if len(counts) == 1 and None not in counts and counts != {rows[0]["n"]}:
-            header += f" ({int(counts.pop())} images)"
+        only = next(iter(counts)) if len(counts) == 1 else None
+        if only is not None and counts != {rows[0]["n"]}:
+            header += f" ({int(only)} images)"
         columns.append((key, header))
     lines = [f"| method - {reference} | images | " + " | ".join(h for _, h in columns) + " |",
              "|---|---:|" + "---:|" * len(columns)]

@@ -38,8 +38,8 @@ if TYPE_CHECKING:
 from ..adapters import get_adapter, unwrap_model
 from ..display import upsample
 from ..errors import InvalidInputError
-from .plotting import line_style
 from .faithfulness import logits_function
+from .plotting import line_style
 from .similarity import METRICS, channel_maps, map_similarities
 
 Explain = Callable[[Tensor, Tensor], Tensor]
@@ -223,7 +223,10 @@ def randomization_test(
             targets = logits_function(model)(images).argmax(dim=-1)
     targets = torch.as_tensor(targets, dtype=torch.long, device=images.device).reshape(-1)
     if targets.numel() != images.shape[0]:
-        raise InvalidInputError(f"need one target per image: {images.shape[0]} images, {targets.numel()} targets")
+        raise InvalidInputError(
+            f"need one target per image: {images.shape[0]} "
+            f"images, {targets.numel()} targets"
+        )
     base = unwrap_model(model)
     names = list(randomization_layers(base) if layers is None else layers)
     known = dict(base.named_modules())
@@ -236,7 +239,9 @@ def randomization_test(
         return _at_image_size(make_explain(copy_)(images, targets), size)
 
     reference = _at_image_size(make_explain(model)(images, targets), size)
-    rows: List[Row] = list(_rows(mode, 0, "original", reference, maps_of(copy.deepcopy(base)), metrics))
+    rows: List[Row] = list(
+        _rows(mode, 0, "original", reference, maps_of(copy.deepcopy(base)), metrics)
+    )
     cascade = copy.deepcopy(base)
     for step, name in enumerate(names, start=1):
         target_model = cascade if mode == "cascading" else copy.deepcopy(base)
@@ -269,9 +274,8 @@ def sanity_table_markdown(rows: Sequence[Row]) -> str:
         key = (str(row["mode"]), int(row["step"]), str(row["layer"]))
         cells.setdefault(key, {})[str(row["metric"])] = f"{row['mean']:.3f} ± {row['std']:.3f}"
     for (mode, step, layer), values in cells.items():
-        lines.append(
-            f"| {mode} | {step} | {layer} | " + " | ".join(values.get(m, "") for m in metrics) + " |"
-        )
+        cells_row = " | ".join(values.get(m, "") for m in metrics)
+        lines.append(f"| {mode} | {step} | {layer} | {cells_row} |")
     return "\n".join(lines)
 
 
@@ -340,7 +344,7 @@ def sanity_figure(
         >>> sanity_figure(rows_cascading + rows_independent, "sanity.png")
     """
     metrics = _metric_order(rows) if rows else []
-    ordered = sorted(rows, key=lambda r: metrics.index(r["metric"]))
+    ordered = sorted(rows, key=lambda r: metrics.index(str(r["metric"])))
     return _figure(ordered, path, "metric",
             lambda mode: f"{title + ': ' if title else ''}{mode} randomisation")
 

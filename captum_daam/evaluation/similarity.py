@@ -60,6 +60,8 @@ def channel_maps(maps: Tensor, what: str = "maps") -> Tensor:
 
     Example::
 
+        >>> import torch
+        >>> from captum_daam.evaluation import channel_maps
         >>> channel_maps(torch.rand(4, 14, 14)).shape
         torch.Size([4, 1, 14, 14])
     """
@@ -134,6 +136,8 @@ def spearman(a: Tensor, b: Tensor) -> Similarity:
 
     Example::
 
+        >>> import torch
+        >>> from captum_daam.evaluation import spearman
         >>> spearman(torch.rand(4, 14, 14), torch.rand(4, 14, 14)).shape
         torch.Size([4])
     """
@@ -172,7 +176,13 @@ def ssim(a: Tensor, b: Tensor) -> Similarity:
 
     Example::
 
-        >>> ssim(torch.rand(32, 32), torch.rand(32, 32))
+        >>> import torch
+        >>> from captum_daam.evaluation import ssim
+        >>> x = torch.rand(32, 32)
+        >>> ssim(x, x)                                      # one pair: a float
+        1.0
+        >>> ssim(torch.rand(2, 32, 32), torch.rand(2, 32, 32)).shape
+        torch.Size([2])
     """
     x, y, single = _pairs(a, b)
     metrics = require_extra("skimage.metrics")
@@ -181,7 +191,7 @@ def ssim(a: Tensor, b: Tensor) -> Similarity:
     values = np.array(
         [
             metrics.structural_similarity(p, q, data_range=1.0, win_size=win)
-            for p, q in zip(x, y)
+            for p, q in zip(x, y, strict=True)
         ],
         dtype=np.float64,
     )
@@ -214,7 +224,11 @@ def hog_similarity(
 
     Example::
 
-        >>> hog_similarity(torch.rand(2, 64, 64), torch.rand(2, 64, 64))
+        >>> import torch
+        >>> from captum_daam.evaluation import hog_similarity
+        >>> maps = torch.rand(2, 64, 64)
+        >>> hog_similarity(maps, maps)
+        tensor([1., 1.], dtype=torch.float64)
     """
     x, y, single = _pairs(a, b)
     feature = require_extra("skimage.feature")
@@ -258,16 +272,27 @@ def map_similarities(
 
     Example::
 
+        >>> import torch
+        >>> from captum_daam.evaluation import map_similarities
+        >>> maps = torch.rand(4, 1, 64, 64)
+        >>> maps_random = torch.rand(4, 1, 64, 64)   # e.g. after model randomisation
         >>> sims = map_similarities(maps, maps_random)
-        >>> sims["spearman"].nanmean()
+        >>> sorted(sims), sims["spearman"].shape
+        (['hog', 'spearman', 'ssim'], torch.Size([4]))
     """
     functions = {"spearman": spearman, "ssim": ssim, "hog": hog_similarity}
     unknown = [m for m in metrics if m not in functions]
     if unknown:
-        raise InvalidInputError(f"unknown similarity metric(s) {unknown}; choose from {list(METRICS)}")
+        raise InvalidInputError(
+            "unknown similarity metric(s) "
+            f"{unknown}; choose from {list(METRICS)}"
+        )
     if isinstance(a, Tensor) and a.dim() == 2:
-        raise InvalidInputError("map_similarities takes batches (N, 1, H, W); add a batch dimension")
-    return {m: functions[m](a, b) for m in metrics}
+        raise InvalidInputError(
+            "map_similarities takes batches (N, "
+            "1, H, W); add a batch dimension"
+        )
+    return {m: torch.as_tensor(functions[m](a, b)) for m in metrics}
 
 
 __all__ = ["METRICS", "channel_maps", "hog_similarity", "map_similarities", "spearman", "ssim"]

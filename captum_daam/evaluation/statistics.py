@@ -138,7 +138,10 @@ def paired_comparison(
         >>> comparison["gradcam"]["mean_iou_low"]
     """
     if reference not in table:
-        raise InvalidInputError(f"reference method {reference!r} is not in the table ({sorted(table)})")
+        raise InvalidInputError(
+            f"reference method {reference!r} is "
+            f"not in the table ({sorted(table)})"
+        )
     taus = resolve_taus(taus)
     wanted = set(evaluation_ids)
 

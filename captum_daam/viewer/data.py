@@ -75,9 +75,11 @@ def viewer_data(
     """Everything the viewer page shows, as JSON-ready data (frames as data URLs).
 
     Args:
-        images, flows, class_names, image_names, mean, std, style, **options: As for
+        images, flows, class_names, image_names, mean, std, style: As for
             :func:`~captum_daam.viewer.write_flow_viewer` (of the style, ``mapping``,
             ``cmap``, ``image_format`` and ``quality`` are used here).
+        **options: Fields of :class:`~captum_daam.visualization.FlowStyle` replacing
+            the style's.
 
     Returns:
         A dict with ``blocks``, ``layer_names``, ``mapping`` and ``images``: per image

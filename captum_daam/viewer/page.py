@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 import json
 import re
-from functools import lru_cache
+from functools import cache
 from importlib.resources import files
 from pathlib import Path
 from typing import Dict
@@ -18,7 +18,7 @@ from .data import Flows, viewer_data
 _PLACEHOLDER = re.compile(r"\{\{(\w+)\}\}")
 
 
-@lru_cache(maxsize=None)
+@cache
 def _asset(name: str) -> str:
     """The text of ``assets/<name>``, package data of :mod:`captum_daam.viewer`."""
     return files(__package__).joinpath("assets").joinpath(name).read_text(encoding="utf-8")

@@ -69,8 +69,9 @@ def flow_gif(
     :func:`flow_stills`, ``frame_ms`` each, the last one held four times as long.
 
     Args:
-        image, flow, index, mean, std, style, **options: As for :func:`flow_stills`
+        image, flow, index, mean, std, style: As for :func:`flow_stills`
             (``frame_ms`` sets the speed).
+        **options: Fields of :class:`FlowStyle` replacing the style's.
         path: Where to write the GIF.
 
     Returns:
@@ -107,7 +108,8 @@ def flow_mp4(
     :func:`flow_stills`, the last one held longer) with the ``ffmpeg`` encoder.
 
     Args:
-        image, flow, index, mean, std, style, **options: As for :func:`flow_stills`.
+        image, flow, index, mean, std, style: As for :func:`flow_stills`.
+        **options: Fields of :class:`FlowStyle` replacing the style's.
         path: Where to write the video.
         fps: Frames per second; default ``1000 / style.frame_ms`` (2.5).
         ffmpeg: The encoder's executable; default ``ffmpeg`` on the ``PATH``.

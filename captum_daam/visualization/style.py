@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Callable, Dict, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 from torch import Tensor
 
@@ -90,7 +90,7 @@ class FlowStyle:
                 raise InvalidInputError(f"{name} must {bound}, got {value}")
 
     @classmethod
-    def resolve(cls, style: Optional["FlowStyle"] = None, **options: object) -> "FlowStyle":
+    def resolve(cls, style: Optional["FlowStyle"] = None, **options: Any) -> "FlowStyle":
         """``style`` (default: ``FlowStyle()``) with the fields named in ``options``
         replaced.
 

@@ -16,7 +16,17 @@ from .model import (
     load_default_model,
     read_checkpoint_metadata,
 )
-from .synthetic import CLASS_NAMES, MEAN, STD, ShapeBatch, ShapeSample, SyntheticShapes, denormalize, normalize, render
+from .synthetic import (
+    CLASS_NAMES,
+    MEAN,
+    STD,
+    ShapeBatch,
+    ShapeSample,
+    SyntheticShapes,
+    denormalize,
+    normalize,
+    render,
+)
 
 __all__ = [
     "CLASS_NAMES",

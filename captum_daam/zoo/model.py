@@ -28,7 +28,9 @@ __all__ = [
 ]
 
 #: Location of the shipped checkpoint inside the installed package.
-DEFAULT_WEIGHTS_PATH: Path = Path(__file__).resolve().parent / "weights" / "daam_shapes_vit.safetensors"
+DEFAULT_WEIGHTS_PATH: Path = (
+    Path(__file__).resolve().parent / "weights" / "daam_shapes_vit.safetensors"
+)
 
 
 @dataclass(frozen=True)

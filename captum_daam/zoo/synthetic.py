@@ -113,7 +113,10 @@ def _rotate(points: _Points, angle: float, cx: float, cy: float, scale: float) -
 
 
 def _regular_polygon(n: int, phase: float = 0.0) -> _Points:
-    return [(math.cos(phase + 2 * math.pi * k / n), math.sin(phase + 2 * math.pi * k / n)) for k in range(n)]
+    return [
+        (math.cos(phase + 2 * math.pi * k / n), math.sin(phase + 2 * math.pi * k / n))
+        for k in range(n)
+    ]
 
 
 #: Largest tilt of the upright shapes (square, triangle, cross, star), in radians.
@@ -195,7 +198,7 @@ def _value_noise(rng: _Rng, size: int, channels: int = 3) -> np.ndarray:
     low = rng.integers(0, 256, size=(cells, cells, channels), dtype=np.uint8)
     mode = "RGB" if channels == 3 else "L"
     image = Image.fromarray(low if channels == 3 else low[..., 0], mode=mode)
-    smooth = np.asarray(image.resize((size, size), Image.BICUBIC), dtype=np.float32)
+    smooth = np.asarray(image.resize((size, size), Image.Resampling.BICUBIC), dtype=np.float32)
     return smooth.reshape(size, size, channels) * np.float32(1.0 / 255.0)
 
 
@@ -260,7 +263,9 @@ def _draw_distractors(
             length = rng.uniform(0.08, 0.25 if kind == 0 else 0.3) * size
             a = rng.uniform(0, 2 * math.pi)
             width = int(rng.integers(1, 3)) if kind == 0 else int(rng.integers(3, 6))
-            draw.line((x, y, x + length * math.cos(a), y + length * math.sin(a)), fill=fill, width=width)
+            draw.line(
+                (x, y, x + length * math.cos(a), y + length * math.sin(a)), fill=fill, width=width
+            )
         elif kind == 2:  # open arc
             r = rng.uniform(0.06, 0.16) * size
             start = rng.uniform(0, 360)
@@ -372,7 +377,9 @@ class SyntheticShapes(Dataset[tuple[torch.Tensor, int, torch.Tensor]]):
     :meth:`sample` to also get the object mask.
     """
 
-    def __init__(self, num_images: int, seed: int = 0, image_size: int = 64, clutter: float = 1.0) -> None:
+    def __init__(
+        self, num_images: int, seed: int = 0, image_size: int = 64, clutter: float = 1.0
+    ) -> None:
         if num_images < 0:
             raise ValueError(f"num_images must be >= 0, got {num_images}")
         if image_size < 16:

@@ -36,11 +36,12 @@ import json
 import math
 import time
 from pathlib import Path
+from typing import cast
 
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
-from timm.layers import build_sincos2d_pos_embed
+from timm.layers import Attention, build_sincos2d_pos_embed
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
@@ -61,8 +62,12 @@ __all__ = [
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path, default=DEFAULT_WEIGHTS_PATH, help="checkpoint path (.safetensors)")
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--out", type=Path, default=DEFAULT_WEIGHTS_PATH, help="checkpoint path (.safetensors)"
+    )
     p.add_argument("--train-images", type=int, default=16000)
     p.add_argument("--train-seed", type=int, default=1)
     p.add_argument("--test-images", type=int, default=DEFAULT_MODEL_INFO.test_images)
@@ -73,15 +78,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--weight-decay", type=float, default=0.05)
     p.add_argument("--warmup-steps", type=int, default=150)
     p.add_argument("--label-smoothing", type=float, default=0.1)
-    p.add_argument("--token-loss", type=float, default=1.0, help="weight of the token-labelling loss (0: off)")
-    p.add_argument("--mask-loss", type=float, default=4.0, help="weight of the per-patch mask loss (0: off)")
     p.add_argument(
-        "--token-cover", type=float, default=0.25, help="object fraction of a patch to label it with the class"
+        "--token-loss", type=float, default=1.0, help="weight of the token-labelling loss (0: off)"
     )
-    p.add_argument("--no-mimetic-init", dest="mimetic_init", action="store_false", help="plain timm init")
+    p.add_argument(
+        "--mask-loss", type=float, default=4.0, help="weight of the per-patch mask loss (0: off)"
+    )
+    p.add_argument(
+        "--token-cover",
+        type=float,
+        default=0.25,
+        help="object fraction of a patch to label it with the class",
+    )
+    p.add_argument(
+        "--no-mimetic-init", dest="mimetic_init", action="store_false", help="plain timm init"
+    )
     p.add_argument("--seed", type=int, default=0, help="torch seed (init, shuffling, augmentation)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    p.add_argument("--eval-every", type=int, default=1, help="evaluate every N epochs (0: only at the end)")
+    p.add_argument(
+        "--eval-every", type=int, default=1, help="evaluate every N epochs (0: only at the end)"
+    )
     p.add_argument("--device", default="cpu")
     return p.parse_args(argv)
 
@@ -117,7 +133,9 @@ def mimetic_init(model: VisionTransformer, generator: torch.Generator) -> None:
     d = model.embed_dim
     grid = model.patch_embed.grid_size
     sincos = build_sincos2d_pos_embed(list(grid), dim=d)
-    model.pos_embed[0, model.num_prefix_tokens :] = sincos.to(model.pos_embed)
+    pos_embed = model.pos_embed
+    assert pos_embed is not None  # create_default_model builds learned position embeddings
+    pos_embed[0, model.num_prefix_tokens :] = sincos.to(pos_embed)
 
     def factor(m: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
         u, sv, vh = torch.linalg.svd(m)
@@ -126,7 +144,7 @@ def mimetic_init(model: VisionTransformer, generator: torch.Generator) -> None:
 
     eye = torch.eye(d)
     for block in model.blocks:
-        attn = block.attn
+        attn = cast(Attention, block.attn)  # the plain timm ViT's blocks
         heads, head_dim = attn.num_heads, attn.head_dim
         w = attn.qkv.weight  # (3d, d); q = x @ w[:d].T
         for h in range(heads):
@@ -150,16 +168,22 @@ def patch_pixels(masks: torch.Tensor, patch_size: int) -> torch.Tensor:
     return grid.reshape(n, (h // p) * (w // p), p * p)
 
 
-def token_labels(masks: torch.Tensor, labels: torch.Tensor, patch_size: int, cover: float) -> torch.Tensor:
+def token_labels(
+    masks: torch.Tensor, labels: torch.Tensor, patch_size: int, cover: float
+) -> torch.Tensor:
     """Per-patch targets ``(N, 1, G, G)``: 0 background, ``label + 1`` where the object
     covers at least ``cover`` of the patch, ``-100`` (ignored) for slight overlaps."""
     frac = F.avg_pool2d(masks[:, None].float(), patch_size)
-    target = torch.where(frac >= cover, labels.view(-1, 1, 1, 1) + 1, torch.full_like(frac, -100, dtype=torch.long))
+    target = torch.where(
+        frac >= cover, labels.view(-1, 1, 1, 1) + 1, torch.full_like(frac, -100, dtype=torch.long)
+    )
     return torch.where(frac == 0, torch.zeros_like(target), target)
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 500) -> float:
+def evaluate(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 500
+) -> float:
     """Top-1 accuracy of ``model`` (put in eval mode) on ``images``."""
     model.eval()
     device = next(model.parameters()).device
@@ -180,14 +204,18 @@ def _lr_factor(step: int, total: int, warmup: int) -> float:
 class AuxiliaryHeads(nn.Module):
     """Training-only dense heads on the final patch tokens (see the module doc)."""
 
-    def __init__(self, info: ModelInfo, token_weight: float, mask_weight: float, cover: float) -> None:
+    def __init__(
+        self, info: ModelInfo, token_weight: float, mask_weight: float, cover: float
+    ) -> None:
         super().__init__()
         self.patch_size, self.cover = info.patch_size, cover
         self.token_weight, self.mask_weight = token_weight, mask_weight
         self.token_head = nn.Linear(info.embed_dim, info.num_classes + 1)
         self.mask_head = nn.Linear(info.embed_dim, info.patch_size**2)
 
-    def forward(self, patches: torch.Tensor, masks: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, patches: torch.Tensor, masks: torch.Tensor, labels: torch.Tensor
+    ) -> torch.Tensor:
         """Weighted auxiliary loss for patch tokens ``(N, G*G, D)`` and masks ``(N, H, W)``."""
         loss = patches.new_zeros(())
         if self.token_weight > 0:
@@ -196,23 +224,31 @@ class AuxiliaryHeads(nn.Module):
             loss = loss + self.token_weight * F.cross_entropy(logits, target.flatten())
         if self.mask_weight > 0:
             target = patch_pixels(masks, self.patch_size)
-            loss = loss + self.mask_weight * F.binary_cross_entropy_with_logits(self.mask_head(patches), target)
+            loss = loss + self.mask_weight * F.binary_cross_entropy_with_logits(
+                self.mask_head(patches), target
+            )
         return loss
 
 
 def _param_groups(modules: list[nn.Module], weight_decay: float) -> list[dict[str, object]]:
     """AdamW groups: decay matrices only (not biases, norms, class token, position embedding)."""
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for module in modules:
         for name, param in module.named_parameters():
             exempt = param.ndim < 2 or name in ("cls_token", "pos_embed")
             (no_decay if exempt else decay).append(param)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
 
 
 def _to_float16(model: nn.Module) -> dict[str, torch.Tensor]:
     """Round the model's weights to float16 in place (as shipped) and return them."""
-    state = {k: v.detach().to("cpu", torch.float16).contiguous() for k, v in model.state_dict().items()}
+    state = {
+        k: v.detach().to("cpu", torch.float16).contiguous() for k, v in model.state_dict().items()
+    }
     model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
     return state
 
@@ -230,7 +266,11 @@ def train(args: argparse.Namespace) -> dict[str, float]:
     train_set = SyntheticShapes(args.train_images, args.train_seed, info.image_size).batch()
     test_set = SyntheticShapes(args.test_images, args.test_seed, info.image_size)
     test = test_set.batch()
-    print(f"rendered {len(train_set)} train + {len(test)} test images in {time.perf_counter() - t0:.1f}s", flush=True)
+    print(
+        f"rendered {len(train_set)} train + {len(test)} test images in "
+        f"{time.perf_counter() - t0:.1f}s",
+        flush=True,
+    )
 
     model = create_default_model(info)
     if args.mimetic_init:
@@ -241,7 +281,9 @@ def train(args: argparse.Namespace) -> dict[str, float]:
     optimizer = torch.optim.AdamW(_param_groups([model, aux], args.weight_decay), lr=args.lr)
     steps_per_epoch = len(train_set) // args.batch_size
     total = steps_per_epoch * args.epochs
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, total, args.warmup_steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: _lr_factor(s, total, args.warmup_steps)
+    )
 
     for epoch in range(args.epochs):
         model.train()
@@ -264,7 +306,8 @@ def train(args: argparse.Namespace) -> dict[str, float]:
             running += loss.item() * len(idx)
             hits += int((logits.argmax(-1) == y).sum())
             seen += len(idx)
-        msg = f"epoch {epoch + 1}/{args.epochs} loss {running / seen:.4f} train-acc(aug) {hits / seen:.4f}"
+        msg = f"epoch {epoch + 1}/{args.epochs} loss {running / seen:.4f}"
+        msg += f" train-acc(aug) {hits / seen:.4f}"
         msg += f" ({time.perf_counter() - t_epoch:.0f}s)"
         if epoch + 1 == args.epochs or (args.eval_every and (epoch + 1) % args.eval_every == 0):
             msg += f" test-acc {evaluate(model, test.images, test.labels):.4f}"
@@ -279,10 +322,15 @@ def train(args: argparse.Namespace) -> dict[str, float]:
     deleted_acc = evaluate(model, deleted.images, deleted.labels)
     print(f"train accuracy (first {min(5000, len(train_set))}, no aug): {train_acc:.4f}")
     print(f"test accuracy (seed {args.test_seed}, {len(test)} images): {test_acc:.4f}")
-    print(f"test accuracy with the object deleted ({len(deleted)} images, chance 1/6): {deleted_acc:.4f}")
+    print(
+        f"test accuracy with the object deleted ({len(deleted)} images, chance 1/6): "
+        f"{deleted_acc:.4f}"
+    )
     print(f"time for rendering + training: {t_train:.0f}s")
 
-    final = dataclasses.replace(info, test_seed=args.test_seed, test_images=len(test), test_accuracy=round(test_acc, 4))
+    final = dataclasses.replace(
+        info, test_seed=args.test_seed, test_images=len(test), test_accuracy=round(test_acc, 4)
+    )
     metadata = final.to_metadata()
     recipe = {k: v for k, v in vars(args).items() if k not in ("out", "device", "eval_every")}
     metadata["train_recipe"] = json.dumps(recipe)
@@ -292,7 +340,11 @@ def train(args: argparse.Namespace) -> dict[str, float]:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     save_file(state, str(args.out), metadata=metadata)
     print(f"saved {args.out} ({args.out.stat().st_size / 1e6:.2f} MB)")
-    return {"train_accuracy": train_acc, "test_accuracy": test_acc, "object_deleted_accuracy": deleted_acc}
+    return {
+        "train_accuracy": train_acc,
+        "test_accuracy": test_acc,
+        "object_deleted_accuracy": deleted_acc,
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
