@@ -34,7 +34,12 @@ import torch
 MODELS: Tuple[Tuple[str, Dict[str, Any], int, Tuple[Optional[str], ...]], ...] = (
     ("deit_tiny_patch16_224", {}, 224, ("readout", "all")),
     ("deit_tiny_distilled_patch16_224", {}, 224, ("readout",)),
-    ("vit_small_patch14_reg4_dinov2", {"img_size": 224, "num_classes": 1000}, 224, ("readout", "all")),
+    (
+        "vit_small_patch14_reg4_dinov2",
+        {"img_size": 224, "num_classes": 1000},
+        224,
+        ("readout", "all"),
+    ),
     ("vit_small_patch16_224", {"global_pool": "avg", "class_token": False}, 224, (None,)),
     ("cait_xxs24_224", {}, 224, ("readout",)),
     ("xcit_nano_12_p16_224", {}, 224, ("readout",)),
@@ -59,8 +64,14 @@ def _spearman(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((ra * rb).sum() / (ra.norm() * rb.norm()).clamp_min(1e-12))
 
 
-def _row(name: str, overrides: Dict[str, Any], size: int, queries: Optional[str],
-         batch: int, repeats: int) -> Dict[str, Any]:
+def _row(
+    name: str,
+    overrides: Dict[str, Any],
+    size: int,
+    queries: Optional[str],
+    batch: int,
+    repeats: int,
+) -> Dict[str, Any]:
     import timm
 
     from captum_daam import DAAM
@@ -72,8 +83,11 @@ def _row(name: str, overrides: Dict[str, Any], size: int, queries: Optional[str]
         targets = model(images).argmax(1)
     before = _state(model)
 
-    reference = DAAM(model.double(), queries=queries).attribute(
-        images.double(), target=targets, return_flow=True).accumulated
+    reference = (
+        DAAM(model.double(), queries=queries)
+        .attribute(images.double(), target=targets, return_flow=True)
+        .accumulated
+    )
     model.float().cuda()
     daam = DAAM(model, queries=queries)
     x = images.cuda()
@@ -89,7 +103,8 @@ def _row(name: str, overrides: Dict[str, Any], size: int, queries: Optional[str]
     scale = float(reference.abs().max())
     model.bfloat16()
     half = DAAM(model, queries=queries).attribute(
-        x.bfloat16(), target=targets.cuda(), return_flow=True)
+        x.bfloat16(), target=targets.cuda(), return_flow=True
+    )
     model.float().cpu()
     after = _state(model)
     final_ref = reference[:, -1]
@@ -100,7 +115,8 @@ def _row(name: str, overrides: Dict[str, Any], size: int, queries: Optional[str]
         "grid": list(reference.shape[-2:]),
         "max_rel_f32": float((got - reference).abs().max()) / max(scale, 1e-300),
         "spearman_bf16": statistics.mean(
-            _spearman(half.final[i, 0].double().cpu(), final_ref[i]) for i in range(batch)),
+            _spearman(half.final[i, 0].double().cpu(), final_ref[i]) for i in range(batch)
+        ),
         "bf16_dtype_out": str(half.accumulated.dtype),
         "unchanged": before == after,
         "ms_f32": 1000 * statistics.median(times),
@@ -119,18 +135,26 @@ def main() -> None:
     torch.backends.cudnn.allow_tf32 = False
     rows = []
     print(f"torch {torch.__version__}, {torch.cuda.get_device_name()}, batch {args.batch}")
-    print("| model | queries | blocks | max rel. error f32 | Spearman bf16 | model unchanged | ms f32 |")
+    print(
+        "| model | queries | blocks | max rel. error f32 | Spearman bf16 | model unchanged | ms f32 |"
+    )
     print("|---|---|---|---|---|---|---|")
     for name, overrides, size, modes in MODELS:
         for queries in modes:
             try:
                 row = _row(name, overrides, size, queries, args.batch, args.repeats)
             except Exception as error:  # report and go on: one family must not hide the rest
-                row = {"model": name, "queries": queries, "error": f"{type(error).__name__}: {error}"}
+                row = {
+                    "model": name,
+                    "queries": queries,
+                    "error": f"{type(error).__name__}: {error}",
+                }
                 print(f"| {name} | {queries} | error: {row['error'][:200]} |")
             else:
-                print(f"| {name} | {row['queries']} | {row['blocks']} | {row['max_rel_f32']:.2e} | "
-                      f"{row['spearman_bf16']:.3f} | {row['unchanged']} | {row['ms_f32']:.1f} |")
+                print(
+                    f"| {name} | {row['queries']} | {row['blocks']} | {row['max_rel_f32']:.2e} | "
+                    f"{row['spearman_bf16']:.3f} | {row['unchanged']} | {row['ms_f32']:.1f} |"
+                )
             rows.append(row)
     if args.json:
         with open(args.json, "w") as handle:

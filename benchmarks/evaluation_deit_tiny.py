@@ -28,8 +28,20 @@ from pathlib import Path
 
 from captum_daam.cli import main as cli
 
-METHODS = ["daam", "daam_all", "gradcam", "gradcam++", "xgradcam", "layercam", "eigencam",
-           "rollout", "chefer", "raw_attention", "integrated_gradients", "uniform"]
+METHODS = [
+    "daam",
+    "daam_all",
+    "gradcam",
+    "gradcam++",
+    "xgradcam",
+    "layercam",
+    "eigencam",
+    "rollout",
+    "chefer",
+    "raw_attention",
+    "integrated_gradients",
+    "uniform",
+]
 SCORECAM_RUN = ["daam", "scorecam", "uniform"]
 
 
@@ -44,30 +56,76 @@ def main() -> int:
     parser.add_argument("--captum-metrics", type=int, default=16)
     parser.add_argument("--sanity", type=int, default=4)
     parser.add_argument("--scorecam-limit", type=int, default=32)
-    parser.add_argument("--parts", nargs="+", choices=("main", "scorecam"),
-                        default=["main", "scorecam"],
-                        help="the run of every method but ScoreCAM, and/or ScoreCAM's run")
+    parser.add_argument(
+        "--parts",
+        nargs="+",
+        choices=("main", "scorecam"),
+        default=["main", "scorecam"],
+        help="the run of every method but ScoreCAM, and/or ScoreCAM's run",
+    )
     args = parser.parse_args()
     data = Path(args.data)
-    common = ["evaluate", "--dataset", "subset", "--root", str(data / "imagenet_val_subset"),
-              "--model", "deit_tiny_patch16_224",
-              "--weights", str(data / "deit_tiny_patch16_224" / "model.safetensors"),
-              "--split", "parity", "--target", "label", "--device", "cpu",
-              "--batch-size", "16", "--steps", "10"]
+    common = [
+        "evaluate",
+        "--dataset",
+        "subset",
+        "--root",
+        str(data / "imagenet_val_subset"),
+        "--model",
+        "deit_tiny_patch16_224",
+        "--weights",
+        str(data / "deit_tiny_patch16_224" / "model.safetensors"),
+        "--split",
+        "parity",
+        "--target",
+        "label",
+        "--device",
+        "cpu",
+        "--batch-size",
+        "16",
+        "--steps",
+        "10",
+    ]
     code = 0
     if "main" in args.parts:
-        code = cli(common + ["--methods", *args.methods, "--limit", str(args.limit),
-                             "--option", "integrated_gradients.n_steps=16",
-                             "--faithfulness-images", str(args.faithfulness_images),
-                             "--captum-metrics", str(args.captum_metrics),
-                             "--sanity", str(args.sanity), "--out", args.out,
-                             "--cache", str(Path(args.cache) / "main")])
+        code = cli(
+            common
+            + [
+                "--methods",
+                *args.methods,
+                "--limit",
+                str(args.limit),
+                "--option",
+                "integrated_gradients.n_steps=16",
+                "--faithfulness-images",
+                str(args.faithfulness_images),
+                "--captum-metrics",
+                str(args.captum_metrics),
+                "--sanity",
+                str(args.sanity),
+                "--out",
+                args.out,
+                "--cache",
+                str(Path(args.cache) / "main"),
+            ]
+        )
     if code == 0 and "scorecam" in args.parts:
         # DAAM and the uniform map again on ScoreCAM's images, for paired differences.
-        code = cli(common + ["--methods", *SCORECAM_RUN, "--limit", str(args.scorecam_limit),
-                             "--faithfulness-images", str(args.scorecam_limit // 2),
-                             "--out", args.out + "_scorecam",
-                             "--cache", str(Path(args.cache) / "scorecam")])
+        code = cli(
+            common
+            + [
+                "--methods",
+                *SCORECAM_RUN,
+                "--limit",
+                str(args.scorecam_limit),
+                "--faithfulness-images",
+                str(args.scorecam_limit // 2),
+                "--out",
+                args.out + "_scorecam",
+                "--cache",
+                str(Path(args.cache) / "scorecam"),
+            ]
+        )
     return code
 
 

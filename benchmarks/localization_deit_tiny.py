@@ -37,8 +37,9 @@ def split_files(data: Path, split: str):
     return files[0::2] if split == "select" else files[1::2]
 
 
-def localisation(model, data: Path, split: str, use_label: bool, batch_size: int = 25,
-                 queries: str = "readout"):
+def localisation(
+    model, data: Path, split: str, use_label: bool, batch_size: int = 25, queries: str = "readout"
+):
     transform = create_transform(**resolve_data_config({}, model=model))
     dataset = ImageNetSubset(data / "imagenet_val_subset", transform, split_files(data, split))
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size)
@@ -68,8 +69,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=os.environ.get("CAPTUM_DAAM_DATA", "../shared/data"))
     parser.add_argument("--splits", nargs="+", default=["select", "report"])
-    parser.add_argument("--queries", nargs="+", choices=("readout", "all"),
-                        default=["readout"], help="DAAM modes to compare (docs/method.md)")
+    parser.add_argument(
+        "--queries",
+        nargs="+",
+        choices=("readout", "all"),
+        default=["readout"],
+        help="DAAM modes to compare (docs/method.md)",
+    )
     args = parser.parse_args()
     data = Path(args.data)
     model = load_deit_tiny(data)
@@ -79,8 +85,11 @@ def main() -> None:
                 start = time.perf_counter()
                 result = localisation(model, data, split, use_label, queries=queries)
                 name = "label" if use_label else "predicted"
-                print(f"{split:7s} queries={queries:7s} target={name:9s} "
-                      f"{summary(*result)} ({time.perf_counter() - start:.0f}s)", flush=True)
+                print(
+                    f"{split:7s} queries={queries:7s} target={name:9s} "
+                    f"{summary(*result)} ({time.perf_counter() - start:.0f}s)",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

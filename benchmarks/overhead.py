@@ -74,8 +74,11 @@ def time_and_peak(run, device: str, repeats: int, warmup=None) -> dict:
         sync()
         times.append(time.perf_counter() - start)
         if last:
-            peak = (torch.cuda.max_memory_allocated() if device.startswith("cuda")
-                    else _status_bytes("VmHWM")) - base
+            peak = (
+                torch.cuda.max_memory_allocated()
+                if device.startswith("cuda")
+                else _status_bytes("VmHWM")
+            ) - base
     return {"seconds": statistics.median(times), "peak_bytes": peak}
 
 
@@ -93,6 +96,7 @@ def _measure(model_name: str, batch: int, method: str, device: str, repeats: int
         predicted = model(images).argmax(1)
 
     if method == "forward_backward":
+
         def run():
             model(images).gather(1, predicted[:, None]).sum().backward()
             model.zero_grad(set_to_none=True)
@@ -125,8 +129,9 @@ def _child(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="DAAM overhead benchmark")
-    parser.add_argument("--models", nargs="+", default=["deit_tiny_patch16_224",
-                                                        "deit_small_patch16_224"])
+    parser.add_argument(
+        "--models", nargs="+", default=["deit_tiny_patch16_224", "deit_small_patch16_224"]
+    )
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 8])
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
     parser.add_argument("--device", default="cpu")
@@ -148,20 +153,38 @@ def main() -> None:
     for model in args.models:
         for batch in args.batches:
             base = None
-            for method in ["forward_backward"] + [m for m in args.methods
-                                                  if m != "forward_backward"]:
-                command = [sys.executable, __file__, "--child", "--model", model,
-                           "--batch", str(batch), "--method", method, "--device",
-                           args.device, "--repeats", str(args.repeats), "--threads",
-                           str(args.threads)]
-                out = subprocess.run(command, env=env, capture_output=True, text=True,
-                                     check=True).stdout
+            for method in ["forward_backward"] + [
+                m for m in args.methods if m != "forward_backward"
+            ]:
+                command = [
+                    sys.executable,
+                    __file__,
+                    "--child",
+                    "--model",
+                    model,
+                    "--batch",
+                    str(batch),
+                    "--method",
+                    method,
+                    "--device",
+                    args.device,
+                    "--repeats",
+                    str(args.repeats),
+                    "--threads",
+                    str(args.threads),
+                ]
+                out = subprocess.run(
+                    command, env=env, capture_output=True, text=True, check=True
+                ).stdout
                 result = json.loads(out.strip().splitlines()[-1])
                 base = base or result
-                print(f"| {model} | {batch} | {method} | {result['seconds'] * 1e3:.1f} | "
-                      f"{result['peak_bytes'] / 2**20:.1f} | "
-                      f"{result['seconds'] / base['seconds']:.3f} | "
-                      f"{result['peak_bytes'] / base['peak_bytes']:.3f} |", flush=True)
+                print(
+                    f"| {model} | {batch} | {method} | {result['seconds'] * 1e3:.1f} | "
+                    f"{result['peak_bytes'] / 2**20:.1f} | "
+                    f"{result['seconds'] / base['seconds']:.3f} | "
+                    f"{result['peak_bytes'] / base['peak_bytes']:.3f} |",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

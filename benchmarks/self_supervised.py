@@ -59,8 +59,7 @@ def bench_build(args) -> None:
 
     torch.manual_seed(0)
     print(f"## bank build ({args.device}, {torch.get_num_threads()} threads)\n")
-    print("| model | batch | images | images/s | CPU s/image |\n"
-          "| --- | --- | --- | --- | --- |")
+    print("| model | batch | images | images/s | CPU s/image |\n| --- | --- | --- | --- | --- |")
     for name in args.models:
         model = timm.create_model(name, pretrained=False, num_classes=0).eval().to(args.device)
         images = torch.randn(args.build_images, 3, 224, 224)
@@ -68,17 +67,20 @@ def bench_build(args) -> None:
         loader = torch.utils.data.DataLoader(
             torch.utils.data.TensorDataset(images, labels), batch_size=args.build_batch
         )
-        MemoryBank.build(model, images[: args.build_batch], labels=labels[: args.build_batch],
-                         progress=False)  # warm-up
+        MemoryBank.build(
+            model, images[: args.build_batch], labels=labels[: args.build_batch], progress=False
+        )  # warm-up
         _sync(args.device)
         start, start_cpu = time.perf_counter(), time.process_time()
         bank = MemoryBank.build(model, loader, progress=False)
         _sync(args.device)
         elapsed, cpu = time.perf_counter() - start, time.process_time() - start_cpu
         assert len(bank) == args.build_images
-        print(f"| {name} | {args.build_batch} | {args.build_images} | "
-              f"{args.build_images / elapsed:.1f} | {cpu / args.build_images:.3f} |",
-              flush=True)
+        print(
+            f"| {name} | {args.build_batch} | {args.build_images} | "
+            f"{args.build_images / elapsed:.1f} | {cpu / args.build_images:.3f} |",
+            flush=True,
+        )
     print()
 
 
@@ -87,22 +89,29 @@ def bench_attribute(args) -> None:
 
     from captum_daam import DAAM, MemoryBank, SelfSupervisedDAAM
 
-    print(f"## attribute ({args.device}, bank {args.bank_size} entries, k=20, median of "
-          f"{args.repeats})\n")
-    print("| model | batch | DAAM s | SelfSupervisedDAAM s | ratio | DAAM CPU s | "
-          "SSL CPU s | CPU ratio |\n| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print(
+        f"## attribute ({args.device}, bank {args.bank_size} entries, k=20, median of "
+        f"{args.repeats})\n"
+    )
+    print(
+        "| model | batch | DAAM s | SelfSupervisedDAAM s | ratio | DAAM CPU s | "
+        "SSL CPU s | CPU ratio |\n| --- | --- | --- | --- | --- | --- | --- | --- |"
+    )
     for name in args.models:
         torch.manual_seed(0)
         model = timm.create_model(name, pretrained=False).eval().to(args.device)
         g = torch.Generator().manual_seed(0)
-        bank = MemoryBank(torch.randn(args.bank_size, model.num_features, generator=g),
-                          torch.randint(0, 1000, (args.bank_size,), generator=g)
-                          ).to(args.device)
+        bank = MemoryBank(
+            torch.randn(args.bank_size, model.num_features, generator=g),
+            torch.randint(0, 1000, (args.bank_size,), generator=g),
+        ).to(args.device)
         daam, ssl = DAAM(model), SelfSupervisedDAAM(model, bank)
         for batch in args.batches:
             images = torch.randn(batch, 3, 224, 224, device=args.device)
-            runs = {"daam": lambda: daam.attribute(images, return_flow=True),
-                    "ssl": lambda: ssl.attribute(images, return_flow=True)}
+            runs = {
+                "daam": lambda: daam.attribute(images, return_flow=True),
+                "ssl": lambda: ssl.attribute(images, return_flow=True),
+            }
             times = {key: [] for key in runs}
             cpu = {key: [] for key in runs}
             for run in runs.values():  # warm-up
@@ -117,9 +126,12 @@ def bench_attribute(args) -> None:
                     cpu[key].append(time.process_time() - start_cpu)
             t_daam, t_ssl = (statistics.median(times[key]) for key in runs)
             c_daam, c_ssl = (statistics.median(cpu[key]) for key in runs)
-            print(f"| {name} | {batch} | {t_daam:.3f} | {t_ssl:.3f} | "
-                  f"{t_ssl / t_daam:.2f} | {c_daam:.3f} | {c_ssl:.3f} | "
-                  f"{c_ssl / c_daam:.2f} |", flush=True)
+            print(
+                f"| {name} | {batch} | {t_daam:.3f} | {t_ssl:.3f} | "
+                f"{t_ssl / t_daam:.2f} | {c_daam:.3f} | {c_ssl:.3f} | "
+                f"{c_ssl / c_daam:.2f} |",
+                flush=True,
+            )
     print()
 
 
@@ -127,29 +139,38 @@ def bench_search(args) -> None:
     from captum_daam import MemoryBank
 
     size, dim = 1_281_167, 384
-    print(f"## top-k search, {size} x {dim} float32 bank "
-          f"({size * dim * 4 / 2**30:.2f} GiB), k=20, {args.device}\n")
+    print(
+        f"## top-k search, {size} x {dim} float32 bank "
+        f"({size * dim * 4 / 2**30:.2f} GiB), k=20, {args.device}\n"
+    )
     g = torch.Generator().manual_seed(0)
     features = torch.empty(size, dim)
     for start in range(0, size, 100_000):  # fill in slabs: no second copy in memory
         features[start : start + 100_000] = torch.randn(
-            min(100_000, size - start), dim, generator=g)
+            min(100_000, size - start), dim, generator=g
+        )
     features = torch.nn.functional.normalize(features, dim=1, out=features)
-    bank = MemoryBank(features, torch.randint(0, 1000, (size,), generator=g),
-                      normalize=False).to(args.device)
+    bank = MemoryBank(features, torch.randint(0, 1000, (size,), generator=g), normalize=False).to(
+        args.device
+    )
     print("| queries | chunk rows | seconds | ms/query |\n| --- | --- | --- | --- |")
     for queries in (1, 8, 64):
         q = torch.randn(queries, dim, generator=g).to(args.device)
         for chunk in (65536, 262144):
-            seconds = _median_time(lambda: bank.search(q, 20, chunk_size=chunk),
-                                   args.device, args.repeats)
-            print(f"| {queries} | {chunk} | {seconds:.3f} | {1000 * seconds / queries:.1f} |",
-                  flush=True)
+            seconds = _median_time(
+                lambda: bank.search(q, 20, chunk_size=chunk), args.device, args.repeats
+            )
+            print(
+                f"| {queries} | {chunk} | {seconds:.3f} | {1000 * seconds / queries:.1f} |",
+                flush=True,
+            )
     q = torch.randn(1, dim, generator=g).to(args.device)
     sims, idx = bank.search(q, 20)
     brute = (torch.nn.functional.normalize(q, dim=1) @ bank.features.T).topk(20, dim=1)
-    print(f"\nbrute-force check (1 query): indices equal {torch.equal(idx, brute.indices)}, "
-          f"max |sim diff| {float((sims - brute.values).abs().max()):.2e}\n")
+    print(
+        f"\nbrute-force check (1 query): indices equal {torch.equal(idx, brute.indices)}, "
+        f"max |sim diff| {float((sims - brute.values).abs().max()):.2e}\n"
+    )
 
 
 def _knn_and_boxes(model, bank_set, eval_set, k: int, temperature: float):
@@ -157,8 +178,9 @@ def _knn_and_boxes(model, bank_set, eval_set, k: int, temperature: float):
     from captum_daam.evaluation import energy_in_boxes
 
     start = time.perf_counter()
-    bank = MemoryBank.build(model, torch.utils.data.DataLoader(bank_set, batch_size=50),
-                            progress=False)
+    bank = MemoryBank.build(
+        model, torch.utils.data.DataLoader(bank_set, batch_size=50), progress=False
+    )
     built = time.perf_counter() - start
     explainer = SelfSupervisedDAAM(model, bank, k=k, temperature=temperature)
     hits, energies, areas, top_sims, reachable = [], [], [], [], []
@@ -204,14 +226,22 @@ def bench_real(args) -> None:
     report = split_files(data, "report")
     print(f"## real weights: DeiT-Tiny backbone, k={args.k}, T={args.temperature}\n")
     if "select" in args.splits:
-        line = _knn_and_boxes(model, ImageNetSubset(root, transform, select[0::2]),
-                              ImageNetSubset(root, transform, select[1::2]),
-                              args.k, args.temperature)
+        line = _knn_and_boxes(
+            model,
+            ImageNetSubset(root, transform, select[0::2]),
+            ImageNetSubset(root, transform, select[1::2]),
+            args.k,
+            args.temperature,
+        )
         print(f"select 2-fold: {line}", flush=True)
     if "report" in args.splits:
-        line = _knn_and_boxes(model, ImageNetSubset(root, transform, select),
-                              ImageNetSubset(root, transform, report),
-                              args.k, args.temperature)
+        line = _knn_and_boxes(
+            model,
+            ImageNetSubset(root, transform, select),
+            ImageNetSubset(root, transform, report),
+            args.k,
+            args.temperature,
+        )
         print(f"report:        {line}", flush=True)
     print()
 
@@ -234,8 +264,12 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    steps = {"build": bench_build, "attribute": bench_attribute, "search": bench_search,
-             "real": bench_real}
+    steps = {
+        "build": bench_build,
+        "attribute": bench_attribute,
+        "search": bench_search,
+        "real": bench_real,
+    }
     for name, step in steps.items():
         if args.what in (name, "all"):
             step(args)

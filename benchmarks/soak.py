@@ -48,8 +48,12 @@ from captum_daam import DAAM, MemoryBank, SelfSupervisedDAAM
 from captum_daam._core.capture import lock_registry_size
 
 _HOOK_DICTS = (
-    "_forward_hooks", "_forward_hooks_with_kwargs", "_forward_pre_hooks",
-    "_forward_pre_hooks_with_kwargs", "_backward_hooks", "_backward_pre_hooks",
+    "_forward_hooks",
+    "_forward_hooks_with_kwargs",
+    "_forward_pre_hooks",
+    "_forward_pre_hooks_with_kwargs",
+    "_backward_hooks",
+    "_backward_pre_hooks",
 )
 
 
@@ -66,8 +70,12 @@ def rss_mb() -> float:
 def hook_count(model: nn.Module) -> int:
     local = sum(len(getattr(m, name, {})) for m in model.modules() for name in _HOOK_DICTS)
     glob = nn.modules.module
-    return local + len(glob._global_forward_hooks) + len(glob._global_forward_pre_hooks) \
+    return (
+        local
+        + len(glob._global_forward_hooks)
+        + len(glob._global_forward_pre_hooks)
         + len(glob._global_backward_hooks)
+    )
 
 
 def cache_sizes() -> Dict[str, int]:
@@ -89,8 +97,14 @@ def cache_sizes() -> Dict[str, int]:
 def tiny_vit() -> nn.Module:
     torch.manual_seed(0)
     return timm.create_model(
-        "vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=8,
-        embed_dim=48, depth=3, num_heads=3, num_classes=10,
+        "vit_tiny_patch16_224",
+        pretrained=False,
+        img_size=32,
+        patch_size=8,
+        embed_dim=48,
+        depth=3,
+        num_heads=3,
+        num_classes=10,
     ).eval()
 
 
@@ -123,34 +137,47 @@ def main(argv: List[str] = None) -> int:
     bank = MemoryBank(torch.randn(30, 48), torch.arange(30) % 3)
     rows = []
     start = time.time()
-    print(f"captum_daam {captum_daam.__version__}, torch {torch.__version__}, "
-          f"{args.calls} calls")
+    print(f"captum_daam {captum_daam.__version__}, torch {torch.__version__}, {args.calls} calls")
     print("| calls | rss_mb | hooks | grads | locks | caches | seconds |")
     print("|---|---|---|---|---|---|---|")
     for i in range(args.calls + 1):
         if i % args.every == 0:
             sizes = cache_sizes()
             grads = sum(p.grad is not None for p in model.parameters())
-            row = dict(calls=i, rss=rss_mb(), hooks=hook_count(model), grads=grads,
-                       locks=sizes["_core.capture._LOCKS"], caches=sum(sizes.values()),
-                       sizes=sizes)
+            row = dict(
+                calls=i,
+                rss=rss_mb(),
+                hooks=hook_count(model),
+                grads=grads,
+                locks=sizes["_core.capture._LOCKS"],
+                caches=sum(sizes.values()),
+                sizes=sizes,
+            )
             rows.append(row)
-            print(f"| {i} | {row['rss']:.1f} | {row['hooks']} | {grads} | {row['locks']} "
-                  f"| {row['caches']} | {time.time() - start:.0f} |", flush=True)
+            print(
+                f"| {i} | {row['rss']:.1f} | {row['hooks']} | {grads} | {row['locks']} "
+                f"| {row['caches']} | {time.time() - start:.0f} |",
+                flush=True,
+            )
         if i < args.calls:
             one_call(i, model, bank)
     base = next((r for r in rows if r["calls"] >= args.baseline), rows[0])
     end = rows[-1]
     growth = end["rss"] - base["rss"]
     per_call_kb = growth * 1024 / max(1, end["calls"] - base["calls"])
-    grown = {k: (base["sizes"].get(k), v) for k, v in end["sizes"].items()
-             if v != base["sizes"].get(k)}
+    grown = {
+        k: (base["sizes"].get(k), v) for k, v in end["sizes"].items() if v != base["sizes"].get(k)
+    }
     clean = all(r["hooks"] == 0 and r["grads"] == 0 for r in rows)
-    print(f"\nRSS at call {base['calls']}: {base['rss']:.1f} MB; at call {end['calls']}: "
-          f"{end['rss']:.1f} MB; growth {growth:+.1f} MB ({per_call_kb:+.2f} kB per call); "
-          f"peak {max(r['rss'] for r in rows):.1f} MB")
-    print(f"hooks and .grad between calls: {'always 0' if clean else 'LEFT BEHIND'}; "
-          f"caches that changed after call {base['calls']}: {grown or 'none'}")
+    print(
+        f"\nRSS at call {base['calls']}: {base['rss']:.1f} MB; at call {end['calls']}: "
+        f"{end['rss']:.1f} MB; growth {growth:+.1f} MB ({per_call_kb:+.2f} kB per call); "
+        f"peak {max(r['rss'] for r in rows):.1f} MB"
+    )
+    print(
+        f"hooks and .grad between calls: {'always 0' if clean else 'LEFT BEHIND'}; "
+        f"caches that changed after call {base['calls']}: {grown or 'none'}"
+    )
     flat = abs(per_call_kb) < 1.0 and clean and not grown
     print(f"verdict: {'FLAT' if flat else 'GROWING'} (threshold: 1 kB per call)")
     return 0 if flat else 1

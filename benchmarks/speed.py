@@ -67,21 +67,38 @@ def _child(args: argparse.Namespace) -> None:
     with torch.no_grad():
         predicted = model(images).argmax(1)
     if args.method == REFERENCE:
+
         def call(x, y):
             model(x).gather(1, y[:, None]).sum().backward()
             model.zero_grad(set_to_none=True)
     else:
         call = make_explainer(args.method, model)
     # Warm-up (one-time initialisation) on the first image only.
-    result = time_and_peak(lambda: call(images, predicted), args.device, args.repeats,
-                           warmup=lambda: call(images[:1], predicted[:1]))
+    result = time_and_peak(
+        lambda: call(images, predicted),
+        args.device,
+        args.repeats,
+        warmup=lambda: call(images[:1], predicted[:1]),
+    )
     print(json.dumps({**result, "source": source}))
 
 
 def _measure(args: argparse.Namespace, batch: int, method: str, repeats: int) -> dict:
-    command = [sys.executable, __file__, "--child", "--batch", str(batch), "--method",
-               method, "--device", args.device, "--repeats", str(repeats),
-               "--threads", str(args.threads)]
+    command = [
+        sys.executable,
+        __file__,
+        "--child",
+        "--batch",
+        str(batch),
+        "--method",
+        method,
+        "--device",
+        args.device,
+        "--repeats",
+        str(repeats),
+        "--threads",
+        str(args.threads),
+    ]
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
     done = subprocess.run(command, env=env, capture_output=True, text=True)
     if done.returncode != 0:
@@ -93,12 +110,18 @@ def _measure(args: argparse.Namespace, batch: int, method: str, repeats: int) ->
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 32])
-    parser.add_argument("--methods", nargs="+", default=None,
-                        help="default: every method of available_methods()")
-    parser.add_argument("--repeats", nargs="+", type=int, default=None,
-                        help="timed calls per measurement, one value for every batch size "
-                             "or one per --batch-sizes entry (default: 3 below batch 16, "
-                             "else 1: ScoreCAM at batch 32 takes minutes per call)")
+    parser.add_argument(
+        "--methods", nargs="+", default=None, help="default: every method of available_methods()"
+    )
+    parser.add_argument(
+        "--repeats",
+        nargs="+",
+        type=int,
+        default=None,
+        help="timed calls per measurement, one value for every batch size "
+        "or one per --batch-sizes entry (default: 3 below batch 16, "
+        "else 1: ScoreCAM at batch 32 takes minutes per call)",
+    )
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -112,10 +135,16 @@ def main() -> None:
     if args.repeats is None:
         args.repeats = [3 if batch < 16 else 1 for batch in args.batch_sizes]
     if len(args.repeats) not in (1, len(args.batch_sizes)):
-        parser.error(f"--repeats takes one value or one per batch size "
-                     f"({len(args.batch_sizes)}), got {len(args.repeats)}")
-    repeats = dict(zip(args.batch_sizes, args.repeats * len(args.batch_sizes)
-                       if len(args.repeats) == 1 else args.repeats))
+        parser.error(
+            f"--repeats takes one value or one per batch size "
+            f"({len(args.batch_sizes)}), got {len(args.repeats)}"
+        )
+    repeats = dict(
+        zip(
+            args.batch_sizes,
+            args.repeats * len(args.batch_sizes) if len(args.repeats) == 1 else args.repeats,
+        )
+    )
 
     from captum_daam.evaluation.methods import METHODS, available_methods
 
@@ -132,15 +161,17 @@ def main() -> None:
             print(f"| {batch} | {REFERENCE} | failed: {base['error']} | | | |", flush=True)
             continue
         for method in [REFERENCE] + [m for m in methods if m != REFERENCE]:
-            result = base if method == REFERENCE else _measure(args, batch, method,
-                                                               repeats[batch])
+            result = base if method == REFERENCE else _measure(args, batch, method, repeats[batch])
             if "error" in result:
                 print(f"| {batch} | {method} | failed: {result['error']} | | | |", flush=True)
                 continue
-            print(f"| {batch} | {method} | {result['seconds'] * 1e3 / batch:.1f} | "
-                  f"{result['peak_bytes'] / 2**20:.1f} | "
-                  f"{result['seconds'] / base['seconds']:.2f} | "
-                  f"{result['peak_bytes'] / max(base['peak_bytes'], 1):.2f} |", flush=True)
+            print(
+                f"| {batch} | {method} | {result['seconds'] * 1e3 / batch:.1f} | "
+                f"{result['peak_bytes'] / 2**20:.1f} | "
+                f"{result['seconds'] / base['seconds']:.2f} | "
+                f"{result['peak_bytes'] / max(base['peak_bytes'], 1):.2f} |",
+                flush=True,
+            )
     print(f"\nmodel: {base.get('source', '?')}")
 
 

@@ -263,9 +263,7 @@ class DAAM(_DAAMBase):
             record["targets"], record["scores"] = used, scores.detach()
             return scores
 
-        flow = self._flow(
-            inputs_tuple, grid, score_fn, additional_forward_args, token, record
-        )
+        flow = self._flow(inputs_tuple, grid, score_fn, additional_forward_args, token, record)
         return flow if return_flow else flow.final
 
 

@@ -99,9 +99,7 @@ def sigmoid_mapping(flow: Tensor, gain: float = 5.0) -> Tensor:
     return _min_max(squashed, (2, 3))
 
 
-def upsample(
-    maps: Tensor, size: Union[int, Tuple[int, int]], mode: str = "bilinear"
-) -> Tensor:
+def upsample(maps: Tensor, size: Union[int, Tuple[int, int]], mode: str = "bilinear") -> Tensor:
     """Upsample maps (N, C, rows, cols) to ``size`` with Captum's
     ``LayerAttribution.interpolate`` (as for LayerGradCam).
 

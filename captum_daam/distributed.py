@@ -152,7 +152,8 @@ def all_gather_rows(
     dist = torch.distributed
     comm = (
         torch.device("cuda", torch.cuda.current_device())
-        if dist.get_backend() == "nccl" else torch.device("cpu")
+        if dist.get_backend() == "nccl"
+        else torch.device("cpu")
     )
     header = torch.tensor(rows.shape, dtype=torch.long, device=comm)
     headers = [torch.zeros_like(header) for _ in range(world)]

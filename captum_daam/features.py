@@ -14,6 +14,7 @@ from typing import Any, Callable, Optional
 from torch import Tensor, nn
 
 from .adapters import eager_model, get_adapter, unwrap_model
+from .adapters.wrappers import data_parallel_like
 from .errors import InvalidInputError, InvalidInputTypeError
 
 #: ``feature_fn(model, *inputs) -> (N, D)``: the embedding of a batch. ``model`` is the
@@ -85,10 +86,7 @@ def feature_forward(model: nn.Module, feature_fn: Optional[FeatureFn] = None) ->
         )
     module = FeatureForward(base, feature_fn)
     if isinstance(model, nn.DataParallel) and model.device_ids:  # no devices: no-op
-        return nn.DataParallel(
-            module, device_ids=model.device_ids, output_device=model.output_device,
-            dim=model.dim,
-        )
+        return data_parallel_like(model, module)
     return module
 
 
@@ -108,8 +106,7 @@ def check_feature_output(features: object, context: str = "feature_fn") -> Tenso
     """
     if not isinstance(features, Tensor):
         raise InvalidInputTypeError(
-            f"{context} must return a tensor of features (N, D), got "
-            f"{type(features).__name__}"
+            f"{context} must return a tensor of features (N, D), got {type(features).__name__}"
         )
     if features.dim() != 2:
         raise InvalidInputError(
@@ -119,8 +116,7 @@ def check_feature_output(features: object, context: str = "feature_fn") -> Tenso
         )
     if not features.is_floating_point():
         raise InvalidInputTypeError(
-            f"{context} returned {features.dtype} "
-            "features; expected floats"
+            f"{context} returned {features.dtype} features; expected floats"
         )
     return features
 

@@ -59,7 +59,8 @@ def read_image(path: Union[str, "os.PathLike[str]"], max_pixels: int = DEFAULT_M
                     raise InvalidFileError(
                         f"image too large ({image.width} x {image.height} = {pixels:,} "
                         f"pixels, over the cap of {max_pixels:,}; raise it with "
-                        "--max-pixels N or max_pixels=N, 0 for none)")
+                        "--max-pixels N or max_pixels=N, 0 for none)"
+                    )
                 return image.convert("RGB")
     except InvalidFileError:
         raise

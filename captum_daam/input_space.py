@@ -26,9 +26,7 @@ from .errors import InvalidInputError, InvalidInputTypeError
 
 
 @overload
-def to_input_space(
-    maps: Tensor, inputs: Tensor, interpolate_mode: str = ...
-) -> Tensor: ...
+def to_input_space(maps: Tensor, inputs: Tensor, interpolate_mode: str = ...) -> Tensor: ...
 
 
 @overload

@@ -26,105 +26,12 @@ from ._core.knn import (
     top_k_cosine,
 )
 from .adapters import model_name, unwrap_model
-from .errors import InvalidFileError, InvalidInputError, InvalidInputTypeError
+from .errors import InvalidInputError, InvalidInputTypeError
 from .features import FeatureFn, check_feature_output, feature_forward
 from .memory_bank_build import embed_dataset, total_dataset
+from .memory_bank_file import check_bank_tensors, read_bank_file, write_bank_file
 
 PathLike = Union[str, "os.PathLike[str]"]
-
-#: Written into every bank file, checked on load.
-_FORMAT_KEY = "captum_daam"
-_FORMAT_VALUE = "memory_bank/1"
-#: The fix named by every error about a bank file.
-_REBUILD = "rebuild it with MemoryBank.build and save it with MemoryBank.save"
-_FEATURE_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-_LABEL_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
-
-
-def _check_bank_tensors(features: Tensor, labels: Tensor) -> None:
-    """Raise :class:`InvalidInputError` unless ``features`` (M, D) floats and ``labels``
-    (M,) integers make a bank (non-empty, finite)."""
-    if not isinstance(features, Tensor) or not isinstance(labels, Tensor):
-        raise InvalidInputTypeError(
-            "a MemoryBank holds tensors: features (M, D) and labels (M,); got "
-            f"{type(features).__name__} and {type(labels).__name__}"
-        )
-    if features.dim() != 2:
-        raise InvalidInputError(
-            f"bank features must be (M, D), one row per image; got shape "
-            f"{tuple(features.shape)}"
-        )
-    if not features.is_floating_point():
-        raise InvalidInputTypeError(
-            f"bank features have dtype {features.dtype}; expected floating point"
-        )
-    if labels.dim() != 1 or labels.is_floating_point() or labels.dtype == torch.bool \
-            or labels.is_complex():
-        raise InvalidInputError(
-            f"bank labels must be integer class indices of shape (M,); got "
-            f"{labels.dtype} of shape {tuple(labels.shape)}"
-        )
-    if features.shape[0] != labels.shape[0]:
-        raise InvalidInputError(
-            f"the bank has {features.shape[0]} feature rows but {labels.shape[0]} "
-            "labels; they must match one to one"
-        )
-    if features.shape[0] == 0:
-        raise InvalidInputError(
-            "the memory bank is empty: it needs at least one labelled feature (was "
-            "the dataset or loader empty?)"
-        )
-    if features.shape[1] == 0:
-        raise InvalidInputError("bank features have 0 dimensions")
-    if not bool(torch.isfinite(features).all()):
-        raise InvalidInputError(
-            "bank features contain NaN or infinite values; rebuild the bank (in "
-            "float16, try bfloat16 or float32)"
-        )
-
-
-def _not_a_bank(path: str, problem: str) -> InvalidFileError:
-    return InvalidFileError(f"{path} is not a captum_daam memory bank: {problem}; {_REBUILD}")
-
-
-def _read_bank_file(path: str) -> Tuple[Dict[str, Tensor], Dict[str, str]]:
-    """The tensors and metadata of the bank file at ``path``, checked, or
-    :class:`InvalidFileError` naming the path, the problem and the fix."""
-    from safetensors import safe_open
-
-    if not os.path.isfile(path):
-        kind = ("it is a folder" if os.path.isdir(path) else "it is not a regular file"
-                if os.path.exists(path) else "a broken or looping symbolic link"
-                if os.path.islink(path) else "no such file")
-        raise InvalidFileError(f"cannot read memory bank {path}: {kind}; give the path of "
-                               "a file written by MemoryBank.save")
-    try:
-        with safe_open(path, framework="pt", device="cpu") as handle:
-            metadata = dict(handle.metadata() or {})
-            keys = set(handle.keys())
-            if metadata.get(_FORMAT_KEY) != _FORMAT_VALUE or keys != {"features", "labels"}:
-                raise _not_a_bank(path, (
-                    f"expected tensors 'features' and 'labels' and metadata {_FORMAT_KEY}="
-                    f"{_FORMAT_VALUE!r}; found tensors {sorted(keys)[:8]}, metadata "
-                    f"{_FORMAT_KEY}={str(metadata.get(_FORMAT_KEY))[:40]!r}"))
-            tensors = {key: handle.get_tensor(key) for key in keys}
-    except InvalidFileError:
-        raise
-    except Exception as error:  # SafetensorError, OSError, unsupported dtypes, ...
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        reason = reason.replace("Error while deserializing header: ", "")[:200]
-        raise _not_a_bank(path, f"it cannot be read as a safetensors file ({reason}; "
-                                "truncated, corrupt or of another format)") from None
-    features, labels = tensors["features"], tensors["labels"]
-    if features.dtype not in _FEATURE_DTYPES or labels.dtype not in _LABEL_DTYPES:
-        raise _not_a_bank(path, f"its features are {features.dtype} and its labels "
-                                f"{labels.dtype}; expected floating point and integer")
-    try:
-        _check_bank_tensors(features, labels)
-    except InvalidInputError as error:
-        raise _not_a_bank(path, str(error)) from None
-    metadata.pop(_FORMAT_KEY)
-    return tensors, metadata
 
 
 class MemoryBank:
@@ -161,7 +68,7 @@ class MemoryBank:
         normalize: bool = True,
         metadata: Optional[Mapping[str, str]] = None,
     ) -> None:
-        _check_bank_tensors(features, labels)
+        check_bank_tensors(features, labels)
         if normalize:
             features = l2_normalise(features).to(features.dtype)
         self._features = features
@@ -210,13 +117,15 @@ class MemoryBank:
         )
 
     def to(
-        self, device: Optional[Union[str, torch.device]] = None,
+        self,
+        device: Optional[Union[str, torch.device]] = None,
         dtype: Optional[torch.dtype] = None,
     ) -> "MemoryBank":
         """A copy of the bank on ``device`` and/or in ``dtype`` (floating point)."""
         features = self._features.to(device=device, dtype=dtype)
-        return MemoryBank(features, self._labels.to(features.device), normalize=False,
-                          metadata=self.metadata)
+        return MemoryBank(
+            features, self._labels.to(features.device), normalize=False, metadata=self.metadata
+        )
 
     # ------------------------------------------------------------------ validation
     def check_features(self, features: Tensor, context: str = "the query features") -> None:
@@ -289,8 +198,13 @@ class MemoryBank:
         self.check_features(queries)
         self.check_k(k)
         similarities, indices = top_k_cosine(
-            self._features, queries, k, row_labels=self._labels, query_labels=labels,
-            chunk_size=chunk_size, query_chunk=query_chunk,
+            self._features,
+            queries,
+            k,
+            row_labels=self._labels,
+            query_labels=labels,
+            chunk_size=chunk_size,
+            query_chunk=query_chunk,
         )
         return similarities.to(queries.device), indices.to(queries.device)
 
@@ -309,28 +223,13 @@ class MemoryBank:
 
             >>> bank.save("bank.safetensors")
         """
-        from safetensors.torch import save_file
-
-        path = os.fspath(path)
-        folder = os.path.dirname(os.path.abspath(path))
-        problem = ("it is a folder" if os.path.isdir(path) else
-                   f"the folder {folder} does not exist" if not os.path.isdir(folder) else None)
-        if problem is None:
-            try:
-                save_file(
-                    {"features": self._features.detach().contiguous().cpu(),
-                     "labels": self._labels.contiguous().cpu()},
-                    path, metadata={**self.metadata, _FORMAT_KEY: _FORMAT_VALUE},
-                )
-                return
-            except Exception as error:  # SafetensorError wrapping the OS error
-                problem = str(error).replace("Error while serializing: ", "").splitlines()[0]
-        raise InvalidFileError(f"cannot write the memory bank to {path}: {problem}; "
-                               "choose a file in a writable folder")
+        write_bank_file(os.fspath(path), self._features, self._labels, self.metadata)
 
     @classmethod
     def load(
-        cls, path: PathLike, device: Union[str, torch.device] = "cpu",
+        cls,
+        path: PathLike,
+        device: Union[str, torch.device] = "cpu",
         dtype: Optional[torch.dtype] = None,
     ) -> "MemoryBank":
         """Read a bank written by :meth:`save`, onto ``device`` (optionally cast).
@@ -353,10 +252,11 @@ class MemoryBank:
 
             >>> bank = MemoryBank.load("bank.safetensors", device="cuda")
         """
-        if dtype is not None and (not isinstance(dtype, torch.dtype)
-                                  or not dtype.is_floating_point):
+        if dtype is not None and (
+            not isinstance(dtype, torch.dtype) or not dtype.is_floating_point
+        ):
             raise InvalidInputTypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
-        tensors, metadata = _read_bank_file(os.fspath(path))
+        tensors, metadata = read_bank_file(os.fspath(path))
         features = tensors["features"].to(device=device, dtype=dtype)
         return cls(features, tensors["labels"], normalize=False, metadata=metadata)
 
@@ -410,7 +310,14 @@ class MemoryBank:
             *MemoryBank*: the bank, on ``bank_device``.
         """
         features, all_labels = embed_dataset(
-            model, data, labels, feature_fn, batch_size, device, bank_device, dtype,
+            model,
+            data,
+            labels,
+            feature_fn,
+            batch_size,
+            device,
+            bank_device,
+            dtype,
             progress,
         )
         info = {"model_class": type(unwrap_model(model)).__name__}

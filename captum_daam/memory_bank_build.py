@@ -169,8 +169,10 @@ class _Collector:
         self.filled += rows
 
     def result(self) -> Tuple[Optional[Tensor], Tensor]:
-        labels = torch.cat(self.labels) if self.labels else torch.empty(
-            0, dtype=torch.long, device=self.device
+        labels = (
+            torch.cat(self.labels)
+            if self.labels
+            else torch.empty(0, dtype=torch.long, device=self.device)
         )
         if self.buffer is not None:
             return self.buffer[: self.filled], labels

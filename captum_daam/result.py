@@ -75,7 +75,8 @@ class DAAMFlow:
         """Names of the tensor fields with one entry per example."""
         count = self.block_maps.shape[0]
         return tuple(
-            f.name for f in fields(self)
+            f.name
+            for f in fields(self)
             if isinstance(getattr(self, f.name), Tensor)
             and getattr(self, f.name).shape[:1] == (count,)
         )
@@ -98,7 +99,9 @@ class DAAMFlow:
         return replace(first, **per_example)
 
     def upsampled(
-        self, which: str = "accumulated", size: Optional[Tuple[int, int]] = None,
+        self,
+        which: str = "accumulated",
+        size: Optional[Tuple[int, int]] = None,
         mode: str = "bilinear",
     ) -> Tensor:
         """``accumulated`` or ``block_maps`` upsampled to ``size`` (default: the input)."""

@@ -161,8 +161,9 @@ class SelfSupervisedDAAM(_DAAMBase):
     ) -> None:
         # Captum runs the feature forward, which returns the features f, not logits (a
         # head is never run); its training mode is the model's (FeatureForward.training).
-        super().__init__(model, layer, device_ids, queries,
-                         forward_func=feature_forward(model, feature_fn))
+        super().__init__(
+            model, layer, device_ids, queries, forward_func=feature_forward(model, feature_fn)
+        )
         if not isinstance(memory_bank, MemoryBank):
             raise InvalidInputTypeError(
                 f"memory_bank must be a captum_daam.MemoryBank, got "
@@ -238,9 +239,7 @@ class SelfSupervisedDAAM(_DAAMBase):
         def score_fn(output: Any) -> Tensor:
             return self._score(output, targets, record, extras)
 
-        flow = self._flow(
-            inputs_tuple, grid, score_fn, additional_forward_args, token, record
-        )
+        flow = self._flow(inputs_tuple, grid, score_fn, additional_forward_args, token, record)
         values: Dict[str, Any] = {f.name: getattr(flow, f.name) for f in fields(DAAMFlow)}
         values.update(extras)  # the fields SelfSupervisedFlow adds
         result = SelfSupervisedFlow(**values)

@@ -37,8 +37,12 @@ def _relevance(store: Store, grad: Tensor, group: int, signed: bool) -> Tensor:
     z, grad = store["z"][group].detach(), grad[group].detach()
     s = per_head_decomposition(attn, v)  # (T, T, C)
     tol = 1e-9 if v.dtype == torch.float64 else 1e-4
-    torch.testing.assert_close(s.sum(dim=1), z, rtol=tol,  # completeness
-                               atol=tol * float(z.abs().max()))
+    torch.testing.assert_close(
+        s.sum(dim=1),
+        z,
+        rtol=tol,  # completeness
+        atol=tol * float(z.abs().max()),
+    )
     w = channel_weights(grad, signed)  # (T, C)
     return torch.einsum("ic,ijc->j", w, s)
 
@@ -55,10 +59,14 @@ def _per_example(
     grad)`` of the explicit run's store and gradient; the explained classes."""
     rels, targets = [], []
     for n in range(images.shape[0]):
-        run = class_gradients(model, modules, explicit, images[n:n + 1],
-                              None if target is None else target[n])
-        rels.append(torch.stack([block_relevance(b, s, g)
-                                 for b, (s, g) in enumerate(zip(run.stores, run.grads))]))
+        run = class_gradients(
+            model, modules, explicit, images[n : n + 1], None if target is None else target[n]
+        )
+        rels.append(
+            torch.stack(
+                [block_relevance(b, s, g) for b, (s, g) in enumerate(zip(run.stores, run.grads))]
+            )
+        )
         targets.append(run.target)
     return torch.stack(rels), targets
 
@@ -73,8 +81,14 @@ def reference_vit(
     modules = [block.attn for block in model.blocks]
     grid = tuple(model.patch_embed.grid_size)
     prefix = model.num_prefix_tokens
-    rel, targets = _per_example(model, modules, timm_attention, images, target,
-                                lambda b, store, grad: _relevance(store, grad, 0, signed))
+    rel, targets = _per_example(
+        model,
+        modules,
+        timm_attention,
+        images,
+        target,
+        lambda b, store, grad: _relevance(store, grad, 0, signed),
+    )
     return AllQueriesReference(**maps_and_relevance(rel, targets, prefix, grid))
 
 
@@ -113,8 +127,10 @@ def reference_swin(
     modules = [block.attn for block in blocks]
     grid = tuple(int(g) for g in model.patch_embed.grid_size)
     shapes: list[tuple[int, int]] = []
-    probe = [b.register_forward_pre_hook(
-        lambda m, a: shapes.append(tuple(a[0].shape[1:3]))) for b in blocks]
+    probe = [
+        b.register_forward_pre_hook(lambda m, a: shapes.append(tuple(a[0].shape[1:3])))
+        for b in blocks
+    ]
     try:
         with torch.no_grad():
             model(images[:1])
@@ -123,11 +139,10 @@ def reference_swin(
             h.remove()
 
     def block_relevance(b: int, store: Store, grad: Tensor) -> Tensor:
-        windows = torch.stack([_relevance(store, grad, w, signed)
-                               for w in range(store["z"].shape[0])])
+        windows = torch.stack(
+            [_relevance(store, grad, w, signed) for w in range(store["z"].shape[0])]
+        )
         return _swin_to_grid(windows, blocks[b], shapes[b], grid).flatten()
 
-    rel, targets = _per_example(model, modules, swin_attention, images, target,
-                                block_relevance)
+    rel, targets = _per_example(model, modules, swin_attention, images, target, block_relevance)
     return AllQueriesReference(**maps_and_relevance(rel, targets, 0, grid))
-

@@ -80,8 +80,11 @@ def beit_attention(module: nn.Module, args, kwargs, store: Store) -> Tensor:
     bias = None
     if module.q_bias is not None:
         bias = torch.cat((module.q_bias, torch.zeros_like(module.q_bias), module.v_bias))
-    q, k, v = F.linear(x, module.qkv.weight, bias).reshape(
-        *x.shape[:2], 3, heads, -1).permute(2, 0, 3, 1, 4)
+    q, k, v = (
+        F.linear(x, module.qkv.weight, bias)
+        .reshape(*x.shape[:2], 3, heads, -1)
+        .permute(2, 0, 3, 1, 4)
+    )
     logits = q * module.scale @ k.transpose(-2, -1)
     if module.relative_position_bias_table is not None:
         tokens = x.shape[1]
@@ -106,8 +109,11 @@ def eva_attention(module: nn.Module, args, kwargs, store: Store) -> Tensor:
         bias = None
         if module.q_bias is not None:
             bias = torch.cat((module.q_bias, torch.zeros_like(module.q_bias), module.v_bias))
-        q, k, v = F.linear(x, module.qkv.weight, bias).reshape(
-            *x.shape[:2], 3, heads, -1).permute(2, 0, 3, 1, 4)
+        q, k, v = (
+            F.linear(x, module.qkv.weight, bias)
+            .reshape(*x.shape[:2], 3, heads, -1)
+            .permute(2, 0, 3, 1, 4)
+        )
     else:
         q, k, v = (_split(p(x), heads) for p in (module.q_proj, module.k_proj, module.v_proj))
     q, k = module.q_norm(q), module.k_norm(k)
@@ -141,7 +147,7 @@ def hf4_attention(module: nn.Module, args, kwargs, store: Store) -> Tensor:
     self_attn = module.attention
     heads = self_attn.num_attention_heads
     q, k, v = (_split(p(x), heads) for p in (self_attn.query, self_attn.key, self_attn.value))
-    attn = (q @ k.transpose(-2, -1) * self_attn.attention_head_size ** -0.5).softmax(-1)
+    attn = (q @ k.transpose(-2, -1) * self_attn.attention_head_size**-0.5).softmax(-1)
     z = _finish(store, attn, v)
     return module.output.dense(z)
 

@@ -90,8 +90,8 @@ def attribution_cases(draw, sizes, tokens, num_classes: int = NUM_CLASSES):
     return batch, size, token, targets, seed
 
 
-def random_images(batch: int, size: Tuple[int, int], seed: int,
-                  dtype: torch.dtype = torch.float64) -> torch.Tensor:
+def random_images(
+    batch: int, size: Tuple[int, int], seed: int, dtype: torch.dtype = torch.float64
+) -> torch.Tensor:
     """``batch`` standard-normal RGB images of ``size``, the same for the same ``seed``."""
-    return torch.randn(batch, 3, *size, generator=torch.Generator().manual_seed(seed),
-                       dtype=dtype)
+    return torch.randn(batch, 3, *size, generator=torch.Generator().manual_seed(seed), dtype=dtype)

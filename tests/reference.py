@@ -69,10 +69,18 @@ def reference_daam(
     row = token_index if z_row is None else z_row
     results = {k: [] for k in ("rel", "targets", "z", "w", "s", "logits")}
     for i in range(images.shape[0]):
-        run = class_gradients(model, attention_modules, explicit, images[i : i + 1],
-                              None if target is None else target[i], logits_of, forward_args)
-        blocks = [readout_block(store, grad, row, signed)
-                  for store, grad in zip(run.stores, run.grads)]
+        run = class_gradients(
+            model,
+            attention_modules,
+            explicit,
+            images[i : i + 1],
+            None if target is None else target[i],
+            logits_of,
+            forward_args,
+        )
+        blocks = [
+            readout_block(store, grad, row, signed) for store, grad in zip(run.stores, run.grads)
+        ]
         results["rel"].append(torch.stack([rel for _, _, rel in blocks]))  # (B, T)
         results["z"].append(torch.stack([store["z"][0, row].detach() for store in run.stores]))
         results["w"].append(torch.stack([w for _, w, _ in blocks]))
@@ -80,8 +88,9 @@ def reference_daam(
         results["targets"].append(run.target)
         results["logits"].append(run.logits[0])
     return ReferenceFlow(
-        **maps_and_relevance(torch.stack(results["rel"]), results["targets"],
-                             num_prefix_tokens, grid_size),
+        **maps_and_relevance(
+            torch.stack(results["rel"]), results["targets"], num_prefix_tokens, grid_size
+        ),
         z_rows=torch.stack(results["z"]),
         weights=torch.stack(results["w"]),
         decomposition=results["s"],

@@ -43,8 +43,9 @@ def explicit_forward(modules: Sequence[nn.Module], explicit: Explicit) -> Iterat
 
         return hook
 
-    handles = [m.register_forward_hook(make_hook(s), with_kwargs=True)
-               for m, s in zip(modules, stores)]
+    handles = [
+        m.register_forward_hook(make_hook(s), with_kwargs=True) for m, s in zip(modules, stores)
+    ]
     try:
         yield stores
     finally:
@@ -133,5 +134,9 @@ def maps_and_relevance(
     maps = relevance[:, :, num_prefix_tokens:].clamp(min=0)
     if grid_size is not None:
         maps = maps.reshape(*maps.shape[:2], *grid_size)
-    return {"block_maps": maps, "accumulated": maps.cumsum(dim=1),
-            "token_relevance": relevance, "targets": torch.tensor(targets)}
+    return {
+        "block_maps": maps,
+        "accumulated": maps.cumsum(dim=1),
+        "token_relevance": relevance,
+        "targets": torch.tensor(targets),
+    }

@@ -54,12 +54,12 @@ def reference_ssl_daam(
 ) -> SSLReferenceFlow:
     bank = bank_features / bank_features.norm(dim=1, keepdim=True)
     num_classes = int(bank_labels.max()) + 1
-    out = {key: [] for key in ("rel", "targets", "voted", "idx", "sims", "support", "w",
-                               "scores", "f")}
+    out = {
+        key: [] for key in ("rel", "targets", "voted", "idx", "sims", "support", "w", "scores", "f")
+    }
     for i in range(images.shape[0]):
         with explicit_forward(attention_modules, timm_attention) as stores, torch.enable_grad():
-            f = model.forward_head(model.forward_features(images[i : i + 1]),
-                                   pre_logits=True)[0]
+            f = model.forward_head(model.forward_features(images[i : i + 1]), pre_logits=True)[0]
             f_hat = (f / f.norm()).detach()
             sims = bank @ f_hat  # (M,)
             order = torch.sort(sims, descending=True, stable=True).indices
@@ -80,8 +80,9 @@ def reference_ssl_daam(
                 w = torch.ones_like(u)
             score = (w * f).sum()
             grads = z_gradients(score, stores)
-        rels = [readout_block(store, grad, token_index, signed)[2]
-                for store, grad in zip(stores, grads)]
+        rels = [
+            readout_block(store, grad, token_index, signed)[2] for store, grad in zip(stores, grads)
+        ]
         out["rel"].append(torch.stack(rels))
         out["targets"].append(cls)
         out["voted"].append(voted)
@@ -92,8 +93,7 @@ def reference_ssl_daam(
         out["scores"].append(score.detach())
         out["f"].append(f.detach())
     return SSLReferenceFlow(
-        **maps_and_relevance(torch.stack(out["rel"]), out["targets"], num_prefix_tokens,
-                             grid_size),
+        **maps_and_relevance(torch.stack(out["rel"]), out["targets"], num_prefix_tokens, grid_size),
         voted=torch.tensor(out["voted"]),
         neighbour_indices=torch.stack(out["idx"]),
         neighbour_similarities=torch.stack(out["sims"]),

@@ -16,29 +16,47 @@ from captum_daam.adapters import get_adapter
 from model_state import assert_unchanged, snapshot
 
 NUM_CLASSES = 7
-_VIT = dict(img_size=32, patch_size=8, embed_dim=48, num_heads=3, depth=3,
-            num_classes=NUM_CLASSES)
-_SWIN = dict(patch_size=4, window_size=4, embed_dim=24, depths=(2, 2), num_heads=(2, 4),
-             num_classes=NUM_CLASSES)
+_VIT = dict(img_size=32, patch_size=8, embed_dim=48, num_heads=3, depth=3, num_classes=NUM_CLASSES)
+_SWIN = dict(
+    patch_size=4,
+    window_size=4,
+    embed_dim=24,
+    depths=(2, 2),
+    num_heads=(2, 4),
+    num_classes=NUM_CLASSES,
+)
 
 #: name -> (timm model name, kwargs, input size, reference)
 MODELS = {
-    "vit_gap": ("vit_tiny_patch16_224", dict(_VIT, class_token=False, global_pool="avg"),
-                (32, 32), reference_vit),
-    "vit_gap_registers": ("vit_tiny_patch16_224",
-                          dict(_VIT, class_token=False, global_pool="avg", reg_tokens=2),
-                          (32, 32), reference_vit),
-    "vit_cls_avg": ("vit_tiny_patch16_224", dict(_VIT, global_pool="avg"), (32, 32),
-                    reference_vit),
+    "vit_gap": (
+        "vit_tiny_patch16_224",
+        dict(_VIT, class_token=False, global_pool="avg"),
+        (32, 32),
+        reference_vit,
+    ),
+    "vit_gap_registers": (
+        "vit_tiny_patch16_224",
+        dict(_VIT, class_token=False, global_pool="avg", reg_tokens=2),
+        (32, 32),
+        reference_vit,
+    ),
+    "vit_cls_avg": ("vit_tiny_patch16_224", dict(_VIT, global_pool="avg"), (32, 32), reference_vit),
     "vit_cls_token": ("vit_tiny_patch16_224", dict(_VIT), (32, 32), reference_vit),
-    "vit_qk_norm": ("vit_tiny_patch16_224", dict(_VIT, qk_norm=True, global_pool="avg"),
-                    (32, 32), reference_vit),
+    "vit_qk_norm": (
+        "vit_tiny_patch16_224",
+        dict(_VIT, qk_norm=True, global_pool="avg"),
+        (32, 32),
+        reference_vit,
+    ),
     # 8x8 patches, windows of 4: shifted windows in stage 1, none in stage 2 (4x4).
-    "swin": ("swin_tiny_patch4_window7_224", dict(_SWIN, img_size=32), (32, 32),
-             reference_swin),
+    "swin": ("swin_tiny_patch4_window7_224", dict(_SWIN, img_size=32), (32, 32), reference_swin),
     # 10x10 patches: windows padded to 12x12, patch merging to 5x5 (padded again).
-    "swin_padded": ("swin_tiny_patch4_window7_224", dict(_SWIN, img_size=40), (40, 40),
-                    reference_swin),
+    "swin_padded": (
+        "swin_tiny_patch4_window7_224",
+        dict(_SWIN, img_size=40),
+        (40, 40),
+        reference_swin,
+    ),
 }
 
 
@@ -56,8 +74,9 @@ def build(name: str, seed: int = 0) -> torch.nn.Module:
 def cases(draw):
     name = draw(st.sampled_from(sorted(MODELS)))
     batch = draw(st.integers(1, 2))
-    targets = draw(st.none() | st.lists(st.integers(0, NUM_CLASSES - 1),
-                                        min_size=batch, max_size=batch))
+    targets = draw(
+        st.none() | st.lists(st.integers(0, NUM_CLASSES - 1), min_size=batch, max_size=batch)
+    )
     return name, batch, targets, draw(st.integers(0, 2**31 - 1))
 
 
@@ -66,8 +85,9 @@ def test_matches_explicit_reference(case):
     name, batch, targets, seed = case
     model = build(name)
     size, reference = MODELS[name][2], MODELS[name][3]
-    images = torch.randn(batch, 3, *size, dtype=torch.float64,
-                         generator=torch.Generator().manual_seed(seed))
+    images = torch.randn(
+        batch, 3, *size, dtype=torch.float64, generator=torch.Generator().manual_seed(seed)
+    )
     before = snapshot(model)
     flow = DAAM(model, queries="all").attribute(images, target=targets, return_flow=True)
     assert_unchanged(model, before)
@@ -86,9 +106,15 @@ def test_signed_weights_match_reference(name):
     images = torch.randn(2, 3, *MODELS[name][2], dtype=torch.float64)
     adapter = get_adapter(model)
     targets = target_tensor([1, 4], 2, images.device)
-    relevance = relevance_flow(model, adapter.sites, (images,),
-                               lambda out: class_scores(out, targets)[0], None,
-                               signed_weights=True, grid_size=adapter.grid_size(images.shape[-2:]))
+    relevance = relevance_flow(
+        model,
+        adapter.sites,
+        (images,),
+        lambda out: class_scores(out, targets)[0],
+        None,
+        signed_weights=True,
+        grid_size=adapter.grid_size(images.shape[-2:]),
+    )
     ref = MODELS[name][3](model, images, [1, 4], signed=True)
     assert_close_scaled(relevance, ref.token_relevance)
     assert (relevance < 0).any()
@@ -118,10 +144,11 @@ def test_batch_equals_per_example_on_swin_float32():
     images = torch.randn(3, 3, 40, 40)
     daam = DAAM(model)
     batched = daam.attribute(images, target=[0, 1, 2], return_flow=True)
-    single = [daam.attribute(images[i:i + 1], target=i, return_flow=True) for i in range(3)]
+    single = [daam.attribute(images[i : i + 1], target=i, return_flow=True) for i in range(3)]
     stacked = torch.cat([f.token_relevance for f in single])
-    torch.testing.assert_close(batched.token_relevance, stacked, rtol=1e-4,
-                               atol=1e-5 * float(stacked.abs().max()))
+    torch.testing.assert_close(
+        batched.token_relevance, stacked, rtol=1e-4, atol=1e-5 * float(stacked.abs().max())
+    )
 
 
 def test_layer_subset_on_swin_is_that_block_of_the_full_run():

@@ -23,8 +23,16 @@ ALLOWED = {
 #: Modules the evaluation may not import: the maths and its hooks.
 EVALUATION_FORBIDDEN = {"_core"}
 #: Attributes that only an adapter reads on a model.
-MODEL_ATTRIBUTES = {"get_classifier", "pretrained_cfg", "default_cfg", "blocks",
-                    "blocks_token_only", "cls_attn_blocks", "patch_embed", "forward_head"}
+MODEL_ATTRIBUTES = {
+    "get_classifier",
+    "pretrained_cfg",
+    "default_cfg",
+    "blocks",
+    "blocks_token_only",
+    "cls_attn_blocks",
+    "patch_embed",
+    "forward_head",
+}
 MAX_LINES = 450
 LONG_ALLOWED = {"zoo/synthetic.py"}
 
@@ -94,7 +102,9 @@ def test_only_adapters_read_model_attributes():
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Attribute) and node.attr in MODEL_ATTRIBUTES:
                 offending.append(f"{relative}:{node.lineno} .{node.attr}")
-    assert not offending, "model internals read outside captum_daam/adapters: " + ", ".join(offending)
+    assert not offending, "model internals read outside captum_daam/adapters: " + ", ".join(
+        offending
+    )
 
 
 def test_no_module_does_four_jobs():

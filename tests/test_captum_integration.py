@@ -49,13 +49,15 @@ class ShiftedViT(VisionTransformer):
 
 
 def shifted_copy(model):
-    shifted = ShiftedViT(img_size=32, patch_size=8, embed_dim=48, depth=3, num_heads=3,
-                         num_classes=NUM_CLASSES)
+    shifted = ShiftedViT(
+        img_size=32, patch_size=8, embed_dim=48, depth=3, num_heads=3, num_classes=NUM_CLASSES
+    )
     shifted.load_state_dict(model.state_dict())
     return shifted.eval()
 
 
 # --- DAAM in input space ------------------------------------------------------------
+
 
 def test_input_space_is_the_final_map_upsampled_over_channels(batch):
     model, images, targets = batch
@@ -67,8 +69,9 @@ def test_input_space_is_the_final_map_upsampled_over_channels(batch):
     torch.testing.assert_close(attributions, upsample(final, (32, 32)).expand(-1, 3, -1, -1))
     # Nearest: every pixel of a patch carries the patch's value.
     nearest = DAAMInput(model, interpolate_mode="nearest").attribute(images, target=targets)
-    torch.testing.assert_close(nearest, final.repeat_interleave(8, 2).repeat_interleave(8, 3)
-                               .expand(-1, 3, -1, -1))
+    torch.testing.assert_close(
+        nearest, final.repeat_interleave(8, 2).repeat_interleave(8, 3).expand(-1, 3, -1, -1)
+    )
     # Tuple in, tuple out.
     (as_tuple,) = explainer.attribute((images,), target=targets)
     torch.testing.assert_close(as_tuple, attributions)
@@ -92,12 +95,14 @@ def test_further_tensor_inputs_get_zero_attribution(batch):
 
 # --- Captum's metrics ------------------------------------------------------------------
 
+
 def fixed_patch_removal(seed):
     def perturb(inputs):
         generator = torch.Generator().manual_seed(seed)
         keep = (torch.rand(inputs.shape[0], 1, 4, 4, generator=generator) > 0.3).float()
         perturbed = inputs * F.interpolate(keep, size=inputs.shape[-2:], mode="nearest")
         return inputs - perturbed, perturbed
+
     return perturb
 
 
@@ -106,10 +111,24 @@ def test_infidelity_runs_on_a_batch_and_follows_its_definition(batch):
     attributions = DAAMInput(model).attribute(images, target=targets)
     samples = 5
     perturb = fixed_patch_removal(seed=4)
-    raw = infidelity(model, perturb, images, attributions, target=targets,
-                     n_perturb_samples=samples, normalize=False)
-    scaled = infidelity(model, perturb, images, attributions, target=targets,
-                        n_perturb_samples=samples, normalize=True)
+    raw = infidelity(
+        model,
+        perturb,
+        images,
+        attributions,
+        target=targets,
+        n_perturb_samples=samples,
+        normalize=False,
+    )
+    scaled = infidelity(
+        model,
+        perturb,
+        images,
+        attributions,
+        target=targets,
+        n_perturb_samples=samples,
+        normalize=True,
+    )
     # By hand: E_k[(I_k . attr - (f(x) - f(x - I_k)))^2] per image.
     expanded = images.repeat_interleave(samples, 0)
     perturbation, perturbed = perturb(expanded)
@@ -121,8 +140,7 @@ def test_infidelity_runs_on_a_batch_and_follows_its_definition(batch):
     a, b = dot.view(4, samples), (f_x - f_p).view(4, samples)
     torch.testing.assert_close(raw, ((a - b) ** 2).mean(1), rtol=1e-4, atol=1e-5)
     beta = (a * b).mean(1) / (a * a).mean(1)
-    torch.testing.assert_close(scaled, ((beta[:, None] * a - b) ** 2).mean(1), rtol=1e-4,
-                               atol=1e-5)
+    torch.testing.assert_close(scaled, ((beta[:, None] * a - b) ** 2).mean(1), rtol=1e-4, atol=1e-5)
     assert raw.shape == (4,) and bool((scaled <= raw + 1e-6).all())
 
 
@@ -135,19 +153,28 @@ def test_sensitivity_max_runs_on_a_batch_and_follows_its_definition(batch):
         return inputs + radius * (2 * torch.rand(inputs.shape, generator=generator) - 1)
 
     samples, radius = 3, 0.1
-    sens = sensitivity_max(explainer.attribute, images, perturb_func=perturb,
-                           perturb_radius=radius, n_perturb_samples=samples, target=targets)
+    sens = sensitivity_max(
+        explainer.attribute,
+        images,
+        perturb_func=perturb,
+        perturb_radius=radius,
+        n_perturb_samples=samples,
+        target=targets,
+    )
     # By hand: max_k ||expl(x + d_k) - expl(x)|| / ||expl(x)||.
     explained = explainer.attribute(images, target=targets)
-    moved = explainer.attribute(perturb(images.repeat_interleave(samples, 0), radius),
-                                target=targets.repeat_interleave(samples))
+    moved = explainer.attribute(
+        perturb(images.repeat_interleave(samples, 0), radius),
+        target=targets.repeat_interleave(samples),
+    )
     change = (moved - explained.repeat_interleave(samples, 0)).flatten(1).norm(dim=1)
     expected = (change.view(4, samples) / explained.flatten(1).norm(dim=1)[:, None]).amax(1)
     torch.testing.assert_close(sens, expected, rtol=1e-4, atol=1e-6)
     assert bool((sens > 0).all())
     # A radius of zero changes nothing.
-    still = sensitivity_max(explainer.attribute, images, perturb_radius=0.0,
-                            n_perturb_samples=2, target=targets)
+    still = sensitivity_max(
+        explainer.attribute, images, perturb_radius=0.0, n_perturb_samples=2, target=targets
+    )
     assert float(still.max()) < 1e-4
 
 
@@ -156,8 +183,9 @@ def test_metrics_take_tuple_inputs(batch):
     shifted = shifted_copy(model)
     explainer = DAAMInput(shifted)
     shift = torch.zeros_like(images)
-    sens = sensitivity_max(explainer.attribute, (images, shift), n_perturb_samples=2,
-                           target=targets)
+    sens = sensitivity_max(
+        explainer.attribute, (images, shift), n_perturb_samples=2, target=targets
+    )
     assert sens.shape == (4,) and bool(torch.isfinite(sens).all())
     attributions = explainer.attribute((images, shift), target=targets)
 
@@ -165,12 +193,14 @@ def test_metrics_take_tuple_inputs(batch):
         noise = tuple(0.05 * torch.ones_like(t) for t in inputs)
         return noise, tuple(t - n for t, n in zip(inputs, noise))
 
-    infid = infidelity(shifted, perturb, (images, shift), attributions, target=targets,
-                       n_perturb_samples=2)
+    infid = infidelity(
+        shifted, perturb, (images, shift), attributions, target=targets, n_perturb_samples=2
+    )
     assert infid.shape == (4,) and bool(torch.isfinite(infid).all())
 
 
 # --- NoiseTunnel -----------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("space", ["input", "layer"])
 def test_noise_tunnel_averages_daam_over_noisy_copies(batch, space):
@@ -178,8 +208,9 @@ def test_noise_tunnel_averages_daam_over_noisy_copies(batch, space):
     explainer = DAAMInput(model) if space == "input" else DAAM(model)
     samples, stdev = 3, 0.2
     torch.manual_seed(21)
-    smooth = NoiseTunnel(explainer).attribute(images, nt_type="smoothgrad",
-                                              nt_samples=samples, stdevs=stdev, target=targets)
+    smooth = NoiseTunnel(explainer).attribute(
+        images, nt_type="smoothgrad", nt_samples=samples, stdevs=stdev, target=targets
+    )
     # NoiseTunnel's own draw, repeated: one normal draw for the expanded batch.
     torch.manual_seed(21)
     expanded = images.repeat_interleave(samples, 0)
@@ -196,12 +227,13 @@ def test_noise_tunnel_passes_additional_forward_args(batch):
     shifted = shifted_copy(model)
     shift = 0.3 * torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(6))
     smooth = NoiseTunnel(DAAMInput(shifted)).attribute(
-        images, nt_samples=2, stdevs=0.0, target=targets, additional_forward_args=(shift,))
-    torch.testing.assert_close(smooth, DAAMInput(model).attribute(images + shift,
-                                                                  target=targets))
+        images, nt_samples=2, stdevs=0.0, target=targets, additional_forward_args=(shift,)
+    )
+    torch.testing.assert_close(smooth, DAAMInput(model).attribute(images + shift, target=targets))
 
 
 # --- Grad-CAM on a ViT's tokens ------------------------------------------------------------
+
 
 def tokens_to_grid_layout():
     tokens = torch.arange(2 * 7 * 5, dtype=torch.float32).reshape(2, 7, 5)
@@ -242,12 +274,20 @@ def explicit_gradcam(model, layer, images, targets):
     return cam.reshape(-1, 1, rows, cols)
 
 
-@pytest.mark.parametrize("family,size", [("vit", (32, 32)), ("vit_registers", (28, 28)),
-                                         ("deit_distilled", (32, 32)), ("dynamic", (24, 40))])
+@pytest.mark.parametrize(
+    "family,size",
+    [
+        ("vit", (32, 32)),
+        ("vit_registers", (28, 28)),
+        ("deit_distilled", (32, 32)),
+        ("dynamic", (24, 40)),
+    ],
+)
 def test_vit_gradcam_is_grad_cam_on_the_patch_grid(family, size):
     model = build(family)
-    images = torch.randn(3, 3, *size, generator=torch.Generator().manual_seed(1),
-                         dtype=torch.float64)
+    images = torch.randn(
+        3, 3, *size, generator=torch.Generator().manual_seed(1), dtype=torch.float64
+    )
     with torch.no_grad():
         before = model(images)
     targets = torch.tensor([0, 4, 9])
@@ -255,8 +295,16 @@ def test_vit_gradcam_is_grad_cam_on_the_patch_grid(family, size):
     gradcam = ViTLayerGradCam(model, layer)
     maps = gradcam.attribute(images, target=targets)
     expected = explicit_gradcam(model, layer, images, targets)
-    assert maps.shape == expected.shape == (3, 1, size[0] // model.patch_embed.patch_size[0],
-                                            size[1] // model.patch_embed.patch_size[1])
+    assert (
+        maps.shape
+        == expected.shape
+        == (
+            3,
+            1,
+            size[0] // model.patch_embed.patch_size[0],
+            size[1] // model.patch_embed.patch_size[1],
+        )
+    )
     torch.testing.assert_close(maps, expected)
     assert float(maps.amax()) > 0
     # The model is left as it was: no hooks, same outputs.
@@ -300,13 +348,20 @@ def test_input_space_baselines_go_through_captum_metrics(batch):
         return to_input_space(gradcam.attribute(inputs, target=target), inputs)
 
     sens = sensitivity_max(explain, images, n_perturb_samples=2, target=targets)
-    infid = infidelity(model, fixed_patch_removal(1), images, explain(images, targets),
-                       target=targets, n_perturb_samples=3)
+    infid = infidelity(
+        model,
+        fixed_patch_removal(1),
+        images,
+        explain(images, targets),
+        target=targets,
+        n_perturb_samples=3,
+    )
     assert sens.shape == infid.shape == (4,)
     assert bool(torch.isfinite(sens).all() and torch.isfinite(infid).all())
 
 
 # --- Attention rollout -------------------------------------------------------------------
+
 
 def explicit_rollout(model, images):
     """Rollout from the attention matrices timm itself forms with fused attention off."""
@@ -328,8 +383,9 @@ def explicit_rollout(model, images):
 @pytest.mark.parametrize("family,size", [("vit", 32), ("vit_registers", 28)])
 def test_attention_rollout_matches_timm_attention_matrices(family, size):
     model = build(family)
-    images = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(3),
-                         dtype=torch.float64)
+    images = torch.randn(
+        2, 3, size, size, generator=torch.Generator().manual_seed(3), dtype=torch.float64
+    )
     maps = attention_rollout(model, images)
     full = explicit_rollout(model, images)
     prefix = model.num_prefix_tokens
@@ -343,14 +399,28 @@ def test_attention_rollout_matches_timm_attention_matrices(family, size):
 
 # --- the worked example ------------------------------------------------------------------
 
+
 def test_side_by_side_example_runs_and_reports(tmp_path):
-    spec = importlib.util.spec_from_file_location("side_by_side", ROOT / "docs" /
-                                                  "side_by_side.py")
+    spec = importlib.util.spec_from_file_location("side_by_side", ROOT / "docs" / "side_by_side.py")
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)
-    summary = example.main(["--tiny", "--images", "3", "--out", str(tmp_path), "--ig-steps",
-                            "4", "--perturbations", "3", "--sensitivity-samples", "2",
-                            "--batch", "3"])
+    summary = example.main(
+        [
+            "--tiny",
+            "--images",
+            "3",
+            "--out",
+            str(tmp_path),
+            "--ig-steps",
+            "4",
+            "--perturbations",
+            "3",
+            "--sensitivity-samples",
+            "2",
+            "--batch",
+            "3",
+        ]
+    )
     results = summary["results"]
     assert list(results) == [*example.METHODS, example.UNIFORM]
     table = (tmp_path / "table.md").read_text()

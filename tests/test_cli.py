@@ -46,12 +46,27 @@ def run(capsys, *args):
     return code, captured.out, captured.err
 
 
-def test_explain_folder_writes_outputs_and_skips_bad_files(capsys, tmp_path, image_folder,
-                                                           tiny_weights):
+def test_explain_folder_writes_outputs_and_skips_bad_files(
+    capsys, tmp_path, image_folder, tiny_weights
+):
     out = tmp_path / "out"
-    code, stdout, stderr = run(capsys, "explain", image_folder, "--model", MODEL, "--weights",
-                               tiny_weights, "--out", out, "--topk", "2", "--gif",
-                               "--html", "--batch-size", "1")
+    code, stdout, stderr = run(
+        capsys,
+        "explain",
+        image_folder,
+        "--model",
+        MODEL,
+        "--weights",
+        tiny_weights,
+        "--out",
+        out,
+        "--topk",
+        "2",
+        "--gif",
+        "--html",
+        "--batch-size",
+        "1",
+    )
     assert code == 0, stderr
     assert "notes.txt: not an image file, skipped" in stderr
     assert "broken.png: cannot read image" in stderr and "Traceback" not in stderr
@@ -60,10 +75,13 @@ def test_explain_folder_writes_outputs_and_skips_bad_files(capsys, tmp_path, ima
     for record in summary["images"]:
         assert len(record["explained"]) == 2
         assert [e["class"] for e in record["explained"]] == [
-            p["class"] for p in record["predictions"][:2]]
+            p["class"] for p in record["predictions"][:2]
+        ]
         for entry in record["explained"]:
-            assert abs(sum(entry["block_contributions"]) - 1) < 1e-3 or \
-                sum(entry["block_contributions"]) == 0
+            assert (
+                abs(sum(entry["block_contributions"]) - 1) < 1e-3
+                or sum(entry["block_contributions"]) == 0
+            )
     maps = np.load(out / "a_maps.npz")
     assert maps["block_maps"].shape == (2, 6, 10, 10)
     np.testing.assert_allclose(maps["accumulated"], maps["block_maps"].cumsum(1), rtol=1e-5)
@@ -78,16 +96,35 @@ def test_explain_folder_writes_outputs_and_skips_bad_files(capsys, tmp_path, ima
     [
         (["explain", "/no/such/image.png", "--model", MODEL], "no such file or folder"),
         (["explain", "{folder}", "--model", "not_a_timm_model"], "unknown model name"),
-        (["explain", "{folder}", "--model", "test_vit2", "--weights", "{weights}"],
-         "do not fit test_vit2"),
-        (["explain", "{folder}", "--model", MODEL, "--weights", "/no/weights.pth"],
-         "weights file not found"),
-        (["explain", "{folder}", "--model", MODEL, "--weights", "{weights}", "--target", "7"],
-         "--target 7 out of range"),
-        (["explain", "{folder}", "--model", MODEL, "--weights", "{weights}", "--out",
-          "{folder}/notes.txt"], "cannot write to"),
-        (["explain", "{folder}/notes.txt", "--model", MODEL, "--weights", "{weights}"],
-         "none of the images could be read"),
+        (
+            ["explain", "{folder}", "--model", "test_vit2", "--weights", "{weights}"],
+            "do not fit test_vit2",
+        ),
+        (
+            ["explain", "{folder}", "--model", MODEL, "--weights", "/no/weights.pth"],
+            "weights file not found",
+        ),
+        (
+            ["explain", "{folder}", "--model", MODEL, "--weights", "{weights}", "--target", "7"],
+            "--target 7 out of range",
+        ),
+        (
+            [
+                "explain",
+                "{folder}",
+                "--model",
+                MODEL,
+                "--weights",
+                "{weights}",
+                "--out",
+                "{folder}/notes.txt",
+            ],
+            "cannot write to",
+        ),
+        (
+            ["explain", "{folder}/notes.txt", "--model", MODEL, "--weights", "{weights}"],
+            "none of the images could be read",
+        ),
     ],
 )
 def test_user_errors_are_one_line(capsys, tmp_path, image_folder, tiny_weights, args, message):
@@ -125,19 +162,55 @@ def test_self_supervised_explain_with_a_bank(capsys, tmp_path, image_folder, tin
     bank_path = tmp_path / "bank.safetensors"
     bank.save(bank_path)
     out = tmp_path / "ssl"
-    code, _, stderr = run(capsys, "explain", image_folder, "--model", MODEL, "--weights",
-                          tiny_weights, "--out", out, "--ssl", "--bank", bank_path, "--k", "4")
+    code, _, stderr = run(
+        capsys,
+        "explain",
+        image_folder,
+        "--model",
+        MODEL,
+        "--weights",
+        tiny_weights,
+        "--out",
+        out,
+        "--ssl",
+        "--bank",
+        bank_path,
+        "--k",
+        "4",
+    )
     assert code == 0, stderr
     summary = json.loads((out / "summary.json").read_text())
     for record in summary["images"]:
         vote = record["predictions"][0]
         assert vote["class"] in (0, 1, 2) and 0 < vote["vote_share"] <= 1
         assert record["explained"][0]["class"] == vote["class"]
-    code, _, stderr = run(capsys, "explain", image_folder, "--model", MODEL, "--weights",
-                          tiny_weights, "--out", out, "--ssl")
+    code, _, stderr = run(
+        capsys,
+        "explain",
+        image_folder,
+        "--model",
+        MODEL,
+        "--weights",
+        tiny_weights,
+        "--out",
+        out,
+        "--ssl",
+    )
     assert code == 2 and "--ssl and --bank FILE go together" in stderr
-    code, _, stderr = run(capsys, "explain", image_folder, "--model", MODEL, "--weights",
-                          tiny_weights, "--out", out, "--ssl", "--bank", tmp_path / "no.st")
+    code, _, stderr = run(
+        capsys,
+        "explain",
+        image_folder,
+        "--model",
+        MODEL,
+        "--weights",
+        tiny_weights,
+        "--out",
+        out,
+        "--ssl",
+        "--bank",
+        tmp_path / "no.st",
+    )
     assert code == 2 and "cannot use memory bank" in stderr and "Traceback" not in stderr
 
 
@@ -157,10 +230,14 @@ def test_method_options_are_literals_or_strings():
     from captum_daam.cli import UserError
     from captum_daam.cli.evaluate import method_options
 
-    parsed = method_options(["integrated_gradients.n_steps=16", "daam.token=dist",
-                             "rollout.residual=0.5"])
-    assert parsed == {"integrated_gradients": {"n_steps": 16}, "daam": {"token": "dist"},
-                      "rollout": {"residual": 0.5}}
+    parsed = method_options(
+        ["integrated_gradients.n_steps=16", "daam.token=dist", "rollout.residual=0.5"]
+    )
+    assert parsed == {
+        "integrated_gradients": {"n_steps": 16},
+        "daam": {"token": "dist"},
+        "rollout": {"residual": 0.5},
+    }
     with pytest.raises(UserError, match="METHOD.NAME=VALUE"):
         method_options(["n_steps=16"])
 
@@ -174,8 +251,9 @@ def test_oversized_and_truncated_images_are_skipped_not_fatal(capsys, tmp_path, 
     data = (folder / "good.jpg").read_bytes()
     (folder / "cut.jpg").write_bytes(data[: len(data) // 2])
     out = tmp_path / "out"
-    code, stdout, stderr = run(capsys, "explain", folder, "--model", MODEL, "--weights",
-                               tiny_weights, "--out", out)
+    code, stdout, stderr = run(
+        capsys, "explain", folder, "--model", MODEL, "--weights", tiny_weights, "--out", out
+    )
     assert code == 0, stderr
     assert "Traceback" not in stderr and "DecompressionBomb" not in stderr
     assert "huge.png: image too large (15000 x 15000 = 225,000,000 pixels" in stderr
@@ -185,8 +263,19 @@ def test_oversized_and_truncated_images_are_skipped_not_fatal(capsys, tmp_path, 
     assert [r["file"].split("/")[-1] for r in summary["images"]] == ["good.jpg"]
     assert len(summary["skipped"]) == 2
     # a cap below every image: all reported, then one error line, status 2
-    code, _, stderr = run(capsys, "explain", folder / "good.jpg", "--model", MODEL,
-                          "--weights", tiny_weights, "--out", out, "--max-pixels", "100")
+    code, _, stderr = run(
+        capsys,
+        "explain",
+        folder / "good.jpg",
+        "--model",
+        MODEL,
+        "--weights",
+        tiny_weights,
+        "--out",
+        out,
+        "--max-pixels",
+        "100",
+    )
     assert code == 2 and "over the cap of 100" in stderr
     assert stderr.strip().splitlines()[-1] == "captum-daam: error: none of the images could be read"
     code, _, stderr = run(capsys, "explain", folder, "--out", out, "--max-pixels", "-1")
@@ -200,8 +289,7 @@ def _one_error_line(stderr):
     return lines[0]
 
 
-def test_bad_weights_and_bank_files_are_one_line(capsys, tmp_path, image_folder,
-                                                 tiny_weights):
+def test_bad_weights_and_bank_files_are_one_line(capsys, tmp_path, image_folder, tiny_weights):
     class Evil:
         def __reduce__(self):
             return (os.system, ("echo pwned",))
@@ -214,21 +302,38 @@ def test_bad_weights_and_bank_files_are_one_line(capsys, tmp_path, image_folder,
     random_pth.write_bytes(bytes(range(256)) * 4)
     expected = {
         evil: "is not a plain weights file: it holds Python objects that "
-              "torch.load(weights_only=True) refuses to load (it asks for posix.system); "
-              "re-save it with torch.save(model.state_dict()) or use .safetensors",
+        "torch.load(weights_only=True) refuses to load (it asks for posix.system); "
+        "re-save it with torch.save(model.state_dict()) or use .safetensors",
         corrupt: "is not a readable .safetensors file",
         random_pth: "is not a readable PyTorch weights file",
     }
     for weights, message in expected.items():
-        code, stdout, stderr = run(capsys, "explain", image_folder / "a.png", "--model",
-                                   MODEL, "--weights", weights, "--out", tmp_path / "out")
+        code, stdout, stderr = run(
+            capsys,
+            "explain",
+            image_folder / "a.png",
+            "--model",
+            MODEL,
+            "--weights",
+            weights,
+            "--out",
+            tmp_path / "out",
+        )
         assert code == 2 and "pwned" not in stdout
         line = _one_error_line(stderr)
         assert f"{weights} {message}" in line, line
     bank = tmp_path / "bank.safetensors"
     bank.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{garbage header}")
-    code, _, stderr = run(capsys, "explain", image_folder / "a.png", "--ssl", "--bank", bank,
-                          "--out", tmp_path / "out")
+    code, _, stderr = run(
+        capsys,
+        "explain",
+        image_folder / "a.png",
+        "--ssl",
+        "--bank",
+        bank,
+        "--out",
+        tmp_path / "out",
+    )
     assert code == 2
     line = _one_error_line(stderr)
     assert "cannot use memory bank" in line and "not a captum_daam memory bank" in line
@@ -245,11 +350,13 @@ def test_state_dict_from_raises_the_librarys_file_error(tmp_path, tiny_weights):
     torch.save([1, 2, 3], tmp_path / "list.pth")
     (tmp_path / "empty.pth").write_bytes(b"")
     (tmp_path / "loop.pth").symlink_to(tmp_path / "loop.pth")
-    for name, message in [("list.pth", "does not hold a state dict"),
-                          ("empty.pth", "not a readable PyTorch weights file"),
-                          ("loop.pth", "broken or looping symbolic link"),
-                          ("missing.pth", "weights file not found"),
-                          (".", "is a folder")]:
+    for name, message in [
+        ("list.pth", "does not hold a state dict"),
+        ("empty.pth", "not a readable PyTorch weights file"),
+        ("loop.pth", "broken or looping symbolic link"),
+        ("missing.pth", "weights file not found"),
+        (".", "is a folder"),
+    ]:
         with pytest.raises(InvalidFileError, match=message):
             state_dict_from(tmp_path / name)
 
@@ -265,8 +372,9 @@ def _modules_after(code: str) -> set:
     import sys
 
     script = code + "\nimport sys; print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))"
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     return set(done.stdout.split())
 
@@ -281,7 +389,8 @@ def test_help_imports_nothing_heavy():
         "            build_parser().parse_args(command + ['--help'])\n"
         "        except SystemExit:\n"
         "            pass\n"
-        "    assert 'usage: captum-daam' in text.getvalue()\n")
+        "    assert 'usage: captum-daam' in text.getvalue()\n"
+    )
     assert not loaded & set(HEAVY), f"--help imported {sorted(loaded & set(HEAVY))}"
 
 
@@ -328,8 +437,9 @@ def test_every_option_has_help_with_its_default():
             what = f"{name} {'/'.join(action.option_strings) or action.metavar}"
             assert action.help and len(action.help) > 10, f"{what} has no help text"
             if action.option_strings:
-                assert "default" in formatter._get_help_string(action), \
+                assert "default" in formatter._get_help_string(action), (
                     f"{what} does not say its default"
+                )
     target = {a.dest: a for a in commands["explain"]._actions}["target"]
     assert "class index" in target.help
     target = {a.dest: a for a in commands["evaluate"]._actions}["target"]
@@ -341,7 +451,7 @@ def test_top_level_help_ends_with_examples(capsys):
         main(["--help"])
     assert exit_.value.code == 0
     text = capsys.readouterr().out
-    examples = text[text.index("examples:"):]
+    examples = text[text.index("examples:") :]
     assert "captum-daam demo" in examples and "captum-daam explain" in examples
     assert "captum-daam evaluate" in examples and "--target 281" in examples
     for command in ("explain", "evaluate", "demo"):

@@ -25,8 +25,9 @@ def no_compilation():
 
 
 def _images(batch=2, seed=0):
-    return torch.randn(batch, 3, 32, 32, generator=torch.Generator().manual_seed(seed),
-                       dtype=torch.float64)
+    return torch.randn(
+        batch, 3, 32, 32, generator=torch.Generator().manual_seed(seed), dtype=torch.float64
+    )
 
 
 def _data_parallel(module):
@@ -48,11 +49,15 @@ def test_compiled_model_gives_the_eager_maps(queries, no_compilation):
     assert_unchanged(model, before)
 
 
-@pytest.mark.parametrize("wrap", [
-    lambda m: torch.compile(m),
-    lambda m: _data_parallel(torch.compile(m)),
-    lambda m: torch.compile(_data_parallel(m)),
-], ids=["compiled", "dp-of-compiled", "compiled-dp"])
+@pytest.mark.parametrize(
+    "wrap",
+    [
+        lambda m: torch.compile(m),
+        lambda m: _data_parallel(torch.compile(m)),
+        lambda m: torch.compile(_data_parallel(m)),
+    ],
+    ids=["compiled", "dp-of-compiled", "compiled-dp"],
+)
 def test_wrappers_are_seen_through(wrap, no_compilation):
     model = build("deit")
     wrapped = wrap(model)
@@ -75,8 +80,10 @@ def test_eager_model_keeps_uncompiled_wrappers():
 def test_compiled_self_supervised(no_compilation):
     model = build("dino")
     generator = torch.Generator().manual_seed(3)
-    bank = MemoryBank(torch.randn(12, model.embed_dim, generator=generator,
-                                  dtype=torch.float64), torch.arange(12) % 3)
+    bank = MemoryBank(
+        torch.randn(12, model.embed_dim, generator=generator, dtype=torch.float64),
+        torch.arange(12) % 3,
+    )
     images = _images()
     before = snapshot(model)
     got = SelfSupervisedDAAM(torch.compile(model), bank, k=3).attribute(images)
@@ -97,8 +104,11 @@ def test_model_compiled_in_place(no_compilation):
     got = DAAM(model).attribute(images, return_flow=True)
     torch.testing.assert_close(got.accumulated, expected.accumulated)
     assert (model._compiled_call_impl, model.blocks[1]._compiled_call_impl) == compiled
-    assert all(m.__dict__.get("_compiled_call_impl") is None
-               for name, m in model.named_modules() if name not in ("", "blocks.1"))
+    assert all(
+        m.__dict__.get("_compiled_call_impl") is None
+        for name, m in model.named_modules()
+        if name not in ("", "blocks.1")
+    )
     assert_unchanged(model, before)
 
 

@@ -60,10 +60,13 @@ def test_threads_on_one_model_give_the_maps_of_calls_alone():
     before = snapshot(model)
     calls = [
         (1 + (t + c) % 4, _target(t + c, 1 + (t + c) % 4), 10 * t + c)
-        for t in range(THREADS) for c in range(CALLS)
+        for t in range(THREADS)
+        for c in range(CALLS)
     ]
-    alone = [DAAM(model).attribute(_images(b, seed), target=target, return_flow=True)
-             for b, target, seed in calls]
+    alone = [
+        DAAM(model).attribute(_images(b, seed), target=target, return_flow=True)
+        for b, target, seed in calls
+    ]
 
     def thread_job(t):
         daam = DAAM(model)  # one explainer per thread, and one shared below
@@ -73,9 +76,9 @@ def test_threads_on_one_model_give_the_maps_of_calls_alone():
             for c in range(CALLS):
                 b, target, seed = calls[t * CALLS + c]
                 explainer = daam if c % 2 else shared
-                out.append(explainer.attribute(_images(b, seed), target=target,
-                                               return_flow=True))
+                out.append(explainer.attribute(_images(b, seed), target=target, return_flow=True))
             return out
+
         return job
 
     shared = DAAM(model)
@@ -90,8 +93,9 @@ def test_threads_on_one_model_give_the_maps_of_calls_alone():
 def test_explainers_of_different_layers_and_methods_side_by_side():
     model = build("dino", torch.float64)
     blocks = attention_modules(model)
-    features = torch.randn(12, model.embed_dim, generator=torch.Generator().manual_seed(1),
-                           dtype=torch.float64)
+    features = torch.randn(
+        12, model.embed_dim, generator=torch.Generator().manual_seed(1), dtype=torch.float64
+    )
     bank = MemoryBank(features, torch.arange(12) % 3)
     explainers = [
         DAAM(model, layer=blocks[0]),
@@ -219,8 +223,9 @@ def test_baselines_beside_daam_in_threads_give_the_maps_of_calls_alone():
         lambda x: raw_attention(model, x),
     ]
     alone = [[method(x) for x in images] for method in methods]
-    jobs = [lambda m=m: [methods[m](x) for x in images]
-            for m in range(len(methods)) for _ in range(2)]
+    jobs = [
+        lambda m=m: [methods[m](x) for x in images] for m in range(len(methods)) for _ in range(2)
+    ]
     results = _run_threads(jobs)
     for j, result in enumerate(results):
         for got, expected in zip(result, alone[j // 2]):
@@ -237,8 +242,12 @@ def test_one_grad_cam_instance_shared_by_threads():
     gradcam = ViTLayerGradCam(model, get_adapter(model).gradcam_layer)
     images = [_images(1 + seed % 3, seed) for seed in range(8)]
     alone = [gradcam.attribute(x, target=1) for x in images]
-    results = _run_threads([lambda i=i: [gradcam.attribute(images[j], target=1)
-                                         for j in range(i, 8, 4)] for i in range(4)])
+    results = _run_threads(
+        [
+            lambda i=i: [gradcam.attribute(images[j], target=1) for j in range(i, 8, 4)]
+            for i in range(4)
+        ]
+    )
     for i, result in enumerate(results):
         for got, j in zip(result, range(i, 8, 4)):
             torch.testing.assert_close(got, alone[j])
@@ -253,7 +262,8 @@ def test_reading_images_from_threads_keeps_pil_s_bomb_check(tmp_path):
 
     Image.new("RGB", (16, 16)).save(tmp_path / "a.png")
     limit = Image.MAX_IMAGE_PIXELS
-    results = _run_threads([lambda: [read_image(tmp_path / "a.png").size
-                                     for _ in range(50)] for _ in range(8)])
+    results = _run_threads(
+        [lambda: [read_image(tmp_path / "a.png").size for _ in range(50)] for _ in range(8)]
+    )
     assert all(sizes == [(16, 16)] * 50 for sizes in results)
     assert Image.MAX_IMAGE_PIXELS == limit

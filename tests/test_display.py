@@ -9,9 +9,13 @@ from captum_daam import DAAM, linear_mapping, sigmoid_mapping, upsample
 from families import build
 
 flows = st.builds(
-    lambda n, b, h, w, seed: torch.rand(n, b, h, w, generator=torch.Generator().manual_seed(seed))
-    .cumsum(1),
-    st.integers(1, 3), st.integers(1, 5), st.integers(1, 6), st.integers(1, 6),
+    lambda n, b, h, w, seed: torch.rand(
+        n, b, h, w, generator=torch.Generator().manual_seed(seed)
+    ).cumsum(1),
+    st.integers(1, 3),
+    st.integers(1, 5),
+    st.integers(1, 6),
+    st.integers(1, 6),
     st.integers(0, 2**31 - 1),
 )
 

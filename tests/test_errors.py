@@ -21,9 +21,10 @@ def good_images(batch=2):
 
 
 def test_non_vit_models_are_rejected_by_name():
-    cnn = nn.Sequential(nn.Conv2d(3, 8, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                        nn.Linear(8, 10))
-    with pytest.raises(UnsupportedModelError, match="Sequential.*Supported: timm VisionTransformer"):
+    cnn = nn.Sequential(nn.Conv2d(3, 8, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
+    with pytest.raises(
+        UnsupportedModelError, match="Sequential.*Supported: timm VisionTransformer"
+    ):
         DAAM(cnn)
     resnet = timm.create_model("resnet10t", pretrained=False, num_classes=10)
     with pytest.raises(UnsupportedModelError, match="ResNet"):
@@ -33,13 +34,26 @@ def test_non_vit_models_are_rejected_by_name():
 
 
 def test_pooled_vit_needs_the_all_queries_mode():
-    gap = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32,
-                            patch_size=8, class_token=False, global_pool="avg", depth=1)
+    gap = timm.create_model(
+        "vit_tiny_patch16_224",
+        pretrained=False,
+        img_size=32,
+        patch_size=8,
+        class_token=False,
+        global_pool="avg",
+        depth=1,
+    )
     with pytest.raises(UnsupportedModelError, match="no class token.*queries='all'"):
         DAAM(gap, queries="readout")
     assert DAAM(gap).queries == "all"
-    avg = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32,
-                            patch_size=8, global_pool="avg", depth=1)
+    avg = timm.create_model(
+        "vit_tiny_patch16_224",
+        pretrained=False,
+        img_size=32,
+        patch_size=8,
+        global_pool="avg",
+        depth=1,
+    )
     with pytest.raises(UnsupportedModelError, match="global_pool='avg'.*queries='all'"):
         DAAM(avg, queries="readout")
     assert DAAM(avg).queries == "all"
@@ -47,22 +61,35 @@ def test_pooled_vit_needs_the_all_queries_mode():
         DAAM(avg).attribute(torch.randn(1, 3, 32, 32), token="cls")
     with pytest.raises(ValueError, match="queries must be one of"):
         DAAM(avg, queries="every")
-    pooled = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32,
-                               patch_size=8, global_pool="map", depth=1)
+    pooled = timm.create_model(
+        "vit_tiny_patch16_224",
+        pretrained=False,
+        img_size=32,
+        patch_size=8,
+        global_pool="map",
+        depth=1,
+    )
     with pytest.raises(UnsupportedModelError, match="attention-pooling head"):
         DAAM(pooled)
 
 
 def test_class_attention_layers_have_no_all_queries_mode():
-    cait = timm.create_model("cait_xxs24_224", pretrained=False, img_size=32, patch_size=8,
-                             depth=1, depth_token_only=1)
+    cait = timm.create_model(
+        "cait_xxs24_224", pretrained=False, img_size=32, patch_size=8, depth=1, depth_token_only=1
+    )
     with pytest.raises(UnsupportedModelError, match="all-queries mode is not available"):
         DAAM(cait, queries="all")
 
 
 def test_scale_norm_attention_is_rejected():
-    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32,
-                              patch_size=8, depth=1, scale_attn_norm=True)
+    model = timm.create_model(
+        "vit_tiny_patch16_224",
+        pretrained=False,
+        img_size=32,
+        patch_size=8,
+        depth=1,
+        scale_attn_norm=True,
+    )
     with pytest.raises(UnsupportedModelError, match="scale_norm"):
         DAAM(model)
 
@@ -127,8 +154,9 @@ def test_unknown_readout_token(vit):
 
 
 def test_headless_model_points_to_self_supervised_variant():
-    headless = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32,
-                                 patch_size=8, depth=1, num_classes=0).eval()
+    headless = timm.create_model(
+        "vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=8, depth=1, num_classes=0
+    ).eval()
     before = snapshot(headless)
     with pytest.raises(ValueError, match="num_classes=0.*SelfSupervisedDAAM"):
         DAAM(headless)
@@ -171,8 +199,7 @@ def _entry_points(vit):
     from captum_daam import MemoryBank, ViTLayerGradCam
     from captum_daam.adapters import get_adapter
 
-    cnn = nn.Sequential(nn.Conv2d(3, 8, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                        nn.Linear(8, 10))
+    cnn = nn.Sequential(nn.Conv2d(3, 8, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
     bank = MemoryBank(torch.randn(6, 4), torch.arange(6))
     gradcam_layer = get_adapter(vit).gradcam_layer
     return {
@@ -187,18 +214,31 @@ def _entry_points(vit):
         "bad readout token": lambda: DAAM(vit).attribute(good_images(), token="dist"),
         "ViTLayerGradCam bad layer": lambda: ViTLayerGradCam(vit, nn.Linear(2, 2)),
         "ViTLayerGradCam list input": lambda: ViTLayerGradCam(vit, gradcam_layer).attribute(
-            [good_images()], target=1),
+            [good_images()], target=1
+        ),
         "MemoryBank search bad k": lambda: bank.search(torch.randn(2, 4), k=0),
         "MemoryBank search k too large": lambda: bank.search(torch.randn(2, 4), k=7),
     }
 
 
-@pytest.mark.parametrize("entry", [
-    "DAAM of a CNN", "DAAM of a function", "bad images", "images of another dtype",
-    "bad target", "boolean target", "huge target", "bad layer", "bad readout token",
-    "ViTLayerGradCam bad layer", "ViTLayerGradCam list input", "MemoryBank search bad k",
-    "MemoryBank search k too large",
-])
+@pytest.mark.parametrize(
+    "entry",
+    [
+        "DAAM of a CNN",
+        "DAAM of a function",
+        "bad images",
+        "images of another dtype",
+        "bad target",
+        "boolean target",
+        "huge target",
+        "bad layer",
+        "bad readout token",
+        "ViTLayerGradCam bad layer",
+        "ViTLayerGradCam list input",
+        "MemoryBank search bad k",
+        "MemoryBank search k too large",
+    ],
+)
 def test_entry_points_raise_the_library_errors(vit, entry):
     from captum_daam import DAAMError
 
@@ -243,25 +283,40 @@ def _evaluation_calls():
         "upsample of complex maps": lambda: upsample(maps.to(torch.complex64), 14),
         "upsample of maps without pixels": lambda: upsample(torch.rand(2, 1, 0, 0), 14),
         "linear_mapping of None": lambda: linear_mapping(None),
-        "to_input_space of an array": lambda: to_input_space(maps.numpy(), torch.rand(2, 3, 28, 28)),
+        "to_input_space of an array": lambda: to_input_space(
+            maps.numpy(), torch.rand(2, 3, 28, 28)
+        ),
         "map_similarities of None": lambda: map_similarities(None, maps),
         "box_energy without boxes": lambda: box_energy(maps, None),
         "box_energy with bad boxes": lambda: box_energy(maps, [torch.rand(7, 7)] * 2),
         "localization_ious without boxes": lambda: localization_ious(maps, None),
         "boxes_mask of (7, 7)": lambda: boxes_mask(torch.rand(7, 7), (7, 7)),
-        "energy_in_boxes of other masks": lambda: energy_in_boxes(maps, torch.ones(2, 5, 5, dtype=torch.bool)),
+        "energy_in_boxes of other masks": lambda: energy_in_boxes(
+            maps, torch.ones(2, 5, 5, dtype=torch.bool)
+        ),
         "box_accuracy of strings": lambda: box_accuracy("ious"),
         "blurred of a 5-D tensor": lambda: blurred(torch.rand(1, 2, 3, 8, 8), 1.0),
     }
 
 
-@pytest.mark.parametrize("call", [
-    "upsample of a list", "upsample of complex maps", "upsample of maps without pixels",
-    "linear_mapping of None", "to_input_space of an array", "map_similarities of None",
-    "box_energy without boxes", "box_energy with bad boxes", "localization_ious without boxes",
-    "boxes_mask of (7, 7)", "energy_in_boxes of other masks", "box_accuracy of strings",
-    "blurred of a 5-D tensor",
-])
+@pytest.mark.parametrize(
+    "call",
+    [
+        "upsample of a list",
+        "upsample of complex maps",
+        "upsample of maps without pixels",
+        "linear_mapping of None",
+        "to_input_space of an array",
+        "map_similarities of None",
+        "box_energy without boxes",
+        "box_energy with bad boxes",
+        "localization_ious without boxes",
+        "boxes_mask of (7, 7)",
+        "energy_in_boxes of other masks",
+        "box_accuracy of strings",
+        "blurred of a 5-D tensor",
+    ],
+)
 def test_display_and_evaluation_functions_raise_the_library_errors(call):
     """Bad maps, boxes and IoUs reach no torch, numpy or torchvision error."""
     from captum_daam import DAAMError

@@ -36,9 +36,12 @@ def _official(tmp_path):
     boxes = tmp_path / "boxes"
     boxes.mkdir()
     (boxes / "localization.txt").write_text(
-        "val/a.JPEG,25,0,74,49\nval/a.JPEG,40,10,59,34\nval/b.JPEG,0,0,9,9\nval/c.JPEG,1,1,5,5\n")
+        "val/a.JPEG,25,0,74,49\nval/a.JPEG,40,10,59,34\nval/b.JPEG,0,0,9,9\nval/c.JPEG,1,1,5,5\n"
+    )
     (boxes / "class_labels.txt").write_text("val/a.JPEG,7\nval/b.JPEG,3\nval/c.JPEG,2\n")
-    (boxes / "image_sizes.txt").write_text("val/a.JPEG,100,50\nval/b.JPEG,40,40\nval/c.JPEG,40,40\n")
+    (boxes / "image_sizes.txt").write_text(
+        "val/a.JPEG,100,50\nval/b.JPEG,40,40\nval/c.JPEG,40,40\n"
+    )
     return boxes
 
 
@@ -46,8 +49,10 @@ def test_official_layout(tmp_path):
     boxes = _official(tmp_path)
     entries = load_official_boxes(boxes)
     assert [e.file for e in entries] == ["val/a.JPEG", "val/b.JPEG", "val/c.JPEG"]
-    torch.testing.assert_close(entries[0].boxes, torch.tensor(
-        [[25.0, 0.0, 75.0, 50.0], [40.0, 10.0, 60.0, 35.0]], dtype=torch.float64))
+    torch.testing.assert_close(
+        entries[0].boxes,
+        torch.tensor([[25.0, 0.0, 75.0, 50.0], [40.0, 10.0, 60.0, 35.0]], dtype=torch.float64),
+    )
     assert entries[0].size == (50, 100) and entries[0].label == 7
     # a.JPEG at its annotated size; b.JPEG in a class subfolder; c.JPEG missing.
     _image(tmp_path / "images" / "a.JPEG", 100, 50)
@@ -58,7 +63,9 @@ def test_official_layout(tmp_path):
     assert image.shape == (3, 32, 32) and label == 7 and name == "val/a.JPEG"
     torch.testing.assert_close(got, EXPECTED)
     # b: 40x40 -> Resize(32) scale 0.8: (0, 0, 10, 10) -> (0, 0, 8, 8).
-    torch.testing.assert_close(data[1][2], torch.tensor([[0.0, 0.0, 8.0, 8.0]], dtype=torch.float64))
+    torch.testing.assert_close(
+        data[1][2], torch.tensor([[0.0, 0.0, 8.0, 8.0]], dtype=torch.float64)
+    )
     only = BoxDataset.from_official(boxes, tmp_path / "images", TRANSFORM, files=["a.JPEG"])
     assert len(only) == 1
     with pytest.raises(ValueError, match="no boxes"):
@@ -77,18 +84,23 @@ def test_prescaled_image_files_get_scaled_boxes(tmp_path):
 
 XML = """<annotation><folder>val</folder><filename>{name}</filename>
 <size><width>{w}</width><height>{h}</height><depth>3</depth></size>{objects}</annotation>"""
-OBJECT = "<object><name>{name}</name><bndbox><xmin>{x0}</xmin><ymin>{y0}</ymin>" \
-         "<xmax>{x1}</xmax><ymax>{y1}</ymax></bndbox></object>"
+OBJECT = (
+    "<object><name>{name}</name><bndbox><xmin>{x0}</xmin><ymin>{y0}</ymin>"
+    "<xmax>{x1}</xmax><ymax>{y1}</ymax></bndbox></object>"
+)
 
 
 def test_xml_layout(tmp_path):
     ann = tmp_path / "ann"
     ann.mkdir()
-    objects = (OBJECT.format(name="n01443537", x0=25, y0=0, x1=74, y1=49)
-               + OBJECT.format(name="n01440764", x0=0, y0=0, x1=3, y1=3)      # another class
-               + OBJECT.format(name="n01443537", x0=40, y0=10, x1=59, y1=34))
+    objects = (
+        OBJECT.format(name="n01443537", x0=25, y0=0, x1=74, y1=49)
+        + OBJECT.format(name="n01440764", x0=0, y0=0, x1=3, y1=3)  # another class
+        + OBJECT.format(name="n01443537", x0=40, y0=10, x1=59, y1=34)
+    )
     (ann / "ILSVRC2012_val_00000001.xml").write_text(
-        XML.format(name="ILSVRC2012_val_00000001", w=100, h=50, objects=objects))
+        XML.format(name="ILSVRC2012_val_00000001", w=100, h=50, objects=objects)
+    )
     _image(tmp_path / "img" / "ILSVRC2012_val_00000001.JPEG", 100, 50)
     entries = load_xml_boxes(ann)
     assert entries[0].label == 1 and entries[0].size == (50, 100)  # n01443537 is class 1
@@ -101,11 +113,18 @@ def test_xml_layout(tmp_path):
 def test_xml_pascal_voc_one_based(tmp_path):
     ann = tmp_path / "voc"
     ann.mkdir()
-    (ann / "2007_000032.xml").write_text(XML.format(
-        name="2007_000032.jpg", w=100, h=50,
-        objects=OBJECT.format(name="dog", x0=26, y0=1, x1=75, y1=50)))
+    (ann / "2007_000032.xml").write_text(
+        XML.format(
+            name="2007_000032.jpg",
+            w=100,
+            h=50,
+            objects=OBJECT.format(name="dog", x0=26, y0=1, x1=75, y1=50),
+        )
+    )
     _image(tmp_path / "jpg" / "2007_000032.jpg", 100, 50)
-    data = BoxDataset.from_xml(ann, tmp_path / "jpg", TRANSFORM, class_index={"cat": 0, "dog": 1}, origin=1)
+    data = BoxDataset.from_xml(
+        ann, tmp_path / "jpg", TRANSFORM, class_index={"cat": 0, "dog": 1}, origin=1
+    )
     _, label, got, _ = data[0]
     assert label == 1
     torch.testing.assert_close(got, EXPECTED[:1])
@@ -120,7 +139,8 @@ def test_subset_csv_layout_agrees_with_imagenet_subset(tmp_path):
         "file,label,img_w,img_h,orig_w,orig_h,x0,y0,x1,y1\n"
         "x.JPEG,5,100,50,200,100,25.0,0.0,75.0,50.0\n"
         "x.JPEG,5,100,50,200,100,40.0,10.0,60.0,35.0\n"
-        "y.JPEG,9,40,40,40,40,4.0,4.0,20.0,20.0\n")
+        "y.JPEG,9,40,40,40,40,4.0,4.0,20.0,20.0\n"
+    )
     _image(root / "images" / "x.JPEG", 100, 50)
     _image(root / "images" / "y.JPEG", 40, 40)
     data = BoxDataset.from_subset(root, TRANSFORM)
@@ -155,10 +175,16 @@ def test_synthetic_boxes_and_collate():
         # The object's mask lies inside its box, touching every side.
         rows = torch.nonzero(sample.mask.any(1))[:, 0]
         cols = torch.nonzero(sample.mask.any(0))[:, 0]
-        assert boxes[0].tolist() == [cols.min().item(), rows.min().item(),
-                                     cols.max().item() + 1, rows.max().item() + 1]
+        assert boxes[0].tolist() == [
+            cols.min().item(),
+            rows.min().item(),
+            cols.max().item() + 1,
+            rows.max().item() + 1,
+        ]
     assert SyntheticBoxes(2).shapes.image_size == 64  # the embedded model's input size
-    images, labels, boxes, names = next(iter(DataLoader(data, batch_size=3, collate_fn=collate_boxes)))
+    images, labels, boxes, names = next(
+        iter(DataLoader(data, batch_size=3, collate_fn=collate_boxes))
+    )
     assert images.shape == (3, 3, 48, 48) and labels.dtype == torch.long and len(boxes) == 3
     mixed = collate_boxes([data[0], (data[1][0], 2, torch.zeros(3, 4, dtype=torch.float64), "z")])
     assert [b.shape[0] for b in mixed[2]] == [1, 3] and mixed[3] == ["synthetic-11-0", "z"]
@@ -177,8 +203,10 @@ def test_real_subset_matches_official_boxes(data_dir):
     import csv
 
     with open(subset / "boxes.csv", newline="") as handle:
-        sizes = {r["file"]: (int(r["orig_h"]), int(r["orig_w"]), int(r["img_h"]), int(r["img_w"]))
-                 for r in csv.DictReader(handle)}
+        sizes = {
+            r["file"]: (int(r["orig_h"]), int(r["orig_w"]), int(r["img_h"]), int(r["img_w"]))
+            for r in csv.DictReader(handle)
+        }
     for e in csv_entries:
         ref = entries[e.file]
         oh, ow, ih, iw = sizes[e.file]
@@ -198,12 +226,18 @@ def test_real_subset_matches_official_boxes(data_dir):
         oh, ow, ih, iw = sizes[name]
         step = 256 / 227  # Resize(224 / crop_pct 0.875 = 256) of the 227x227 file
         difference = from_txt[2] - from_csv[2]
-        torch.testing.assert_close(difference[:, :2], torch.zeros_like(difference[:, :2]), atol=0.01, rtol=0)
+        torch.testing.assert_close(
+            difference[:, :2], torch.zeros_like(difference[:, :2]), atol=0.01, rtol=0
+        )
         # The far edges differ by one original pixel, except where clipped to the crop.
-        far = torch.tensor([iw / ow * step, ih / oh * step], dtype=torch.float64).expand_as(difference[:, 2:])
+        far = torch.tensor([iw / ow * step, ih / oh * step], dtype=torch.float64).expand_as(
+            difference[:, 2:]
+        )
         clipped = from_txt[2][:, 2:] >= 224
         assert not clipped.all() if name.endswith("363.JPEG") else clipped.all()
-        torch.testing.assert_close(torch.where(clipped, far, difference[:, 2:]), far, atol=0.01, rtol=0)
+        torch.testing.assert_close(
+            torch.where(clipped, far, difference[:, 2:]), far, atol=0.01, rtol=0
+        )
 
 
 def test_images_over_the_pixel_cap_are_refused_before_decoding(tmp_path):
@@ -212,8 +246,10 @@ def test_images_over_the_pixel_cap_are_refused_before_decoding(tmp_path):
 
     Image.new("RGB", (40, 30), (200, 10, 10)).save(tmp_path / "a.png")
     (tmp_path / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
-    entries = [AnnotatedImage(name, 1, torch.tensor([[0.0, 0.0, 10.0, 10.0]]))
-               for name in ("a.png", "b.png")]
+    entries = [
+        AnnotatedImage(name, 1, torch.tensor([[0.0, 0.0, 10.0, 10.0]]))
+        for name in ("a.png", "b.png")
+    ]
     data = BoxDataset(entries, tmp_path, T.ToTensor())
     assert data[0][0].shape == (3, 30, 40)  # under the default cap
     data.max_pixels = 1000  # 40 x 30 = 1200 pixels

@@ -49,7 +49,9 @@ def test_auc_by_hand():
     result = deletion_insertion(model, image, 0, grid_map, grid_size=(2, 2), baseline="zeros")
     deletion = [_sigmoid(v) for v in (8.5, 10.5, 9.0, 1.0, 0.0)]
     insertion = [_sigmoid(v) for v in (0.0, -2.0, -0.5, 7.5, 8.5)]
-    torch.testing.assert_close(result.fractions, torch.tensor([0, 0.25, 0.5, 0.75, 1], dtype=torch.float64))
+    torch.testing.assert_close(
+        result.fractions, torch.tensor([0, 0.25, 0.5, 0.75, 1], dtype=torch.float64)
+    )
     torch.testing.assert_close(result.deletion[0], torch.tensor(deletion, dtype=torch.float64))
     torch.testing.assert_close(result.insertion[0], torch.tensor(insertion, dtype=torch.float64))
     trapezoid = lambda ys: 0.25 * (ys[0] / 2 + ys[1] + ys[2] + ys[3] + ys[4] / 2)  # noqa: E731
@@ -66,7 +68,9 @@ def test_fewer_steps_high_resolution_maps_and_constant_baseline():
     deletion = [_sigmoid(v) for v in (8.5, 9.0 + 0.5 - 1.0 + 0.0, 1.0 - 1.0 + 0.5 + 2.0)]
     torch.testing.assert_close(result.fractions, torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64))
     torch.testing.assert_close(result.deletion[0], torch.tensor(deletion, dtype=torch.float64))
-    assert result.deletion_auc.item() == pytest.approx(0.5 * (deletion[0] / 2 + deletion[1] + deletion[2] / 2))
+    assert result.deletion_auc.item() == pytest.approx(
+        0.5 * (deletion[0] / 2 + deletion[1] + deletion[2] / 2)
+    )
 
 
 def _reference_curves(model, images, targets, ranks, baseline, patch):
@@ -80,7 +84,7 @@ def _reference_curves(model, images, targets, ranks, baseline, patch):
             for r in range(rows):
                 for c in range(cols):
                     if ranks[i, r, c] < k:
-                        removed[r * patch:(r + 1) * patch, c * patch:(c + 1) * patch] = True
+                        removed[r * patch : (r + 1) * patch, c * patch : (c + 1) * patch] = True
             deleted = torch.where(removed, baseline[i], images[i])
             inserted = torch.where(removed, images[i], baseline[i])
             for out, x in ((deletion, deleted), (insertion, inserted)):
@@ -96,9 +100,18 @@ def test_batched_curves_match_slow_reference():
     maps[0] = 0.5  # all equal: raster order
     ranks = patch_ranks(maps, (3, 3))
     assert ranks[0].flatten().tolist() == list(range(9))
-    expected_del, expected_ins = _reference_curves(model, images, [1, 0, 1], ranks, blurred(images, 2.0), 4)
-    result = deletion_insertion(model, images, torch.tensor([1, 0, 1]), maps, grid_size=(3, 3),
-                                baseline="blur", batch_size=7)
+    expected_del, expected_ins = _reference_curves(
+        model, images, [1, 0, 1], ranks, blurred(images, 2.0), 4
+    )
+    result = deletion_insertion(
+        model,
+        images,
+        torch.tensor([1, 0, 1]),
+        maps,
+        grid_size=(3, 3),
+        baseline="blur",
+        batch_size=7,
+    )
     torch.testing.assert_close(result.deletion, expected_del)
     torch.testing.assert_close(result.insertion, expected_ins)
     # The first deletion point is the clean image, the last insertion point too.
@@ -111,15 +124,26 @@ def test_predicted_class_and_grid_from_a_timm_model():
     import timm
 
     torch.manual_seed(0)
-    model = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, depth=1,
-                              num_classes=5, embed_dim=24, num_heads=2).eval()
+    model = timm.create_model(
+        "vit_tiny_patch16_224",
+        img_size=32,
+        patch_size=8,
+        depth=1,
+        num_classes=5,
+        embed_dim=24,
+        num_heads=2,
+    ).eval()
     images = torch.randn(2, 3, 32, 32)
     result = deletion_insertion(model, images, None, torch.rand(2, 4, 4), steps=4, baseline="zeros")
     with torch.no_grad():
         probs = torch.softmax(model(images), -1)
     assert result.targets.tolist() == probs.argmax(-1).tolist()
-    torch.testing.assert_close(result.deletion[:, 0], probs.max(-1).values.double(), rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(result.insertion[:, -1], probs.max(-1).values.double(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(
+        result.deletion[:, 0], probs.max(-1).values.double(), rtol=1e-5, atol=1e-6
+    )
+    torch.testing.assert_close(
+        result.insertion[:, -1], probs.max(-1).values.double(), rtol=1e-5, atol=1e-6
+    )
     assert result.deletion.shape == (2, 5)
 
 
@@ -159,15 +183,17 @@ def test_infidelity_is_zero_for_the_exact_linear_explanation():
         return v.expand(x.shape[0], -1, -1)  # the model's gradient: input-independent
 
     def noisy(x, targets):
-        return torch.rand(x.shape[0], 8, 8, generator=torch.Generator().manual_seed(5), dtype=x.dtype)
+        return torch.rand(
+            x.shape[0], 8, 8, generator=torch.Generator().manual_seed(5), dtype=x.dtype
+        )
 
     good = captum_metrics(model, exact, images, [0, 0, 0], n_perturb_samples=4)
     bad = captum_metrics(model, noisy, images, [0, 0, 0], n_perturb_samples=4)
     assert good["infidelity"].shape == (3,) and good["sensitivity_max"].shape == (3,)
     assert good["infidelity"].abs().max() < 1e-10
     assert (bad["infidelity"] > 1e-3).all()
-    assert good["sensitivity_max"].abs().max() == 0.0   # the explanation never changes
-    assert all(bool((t == 0).all()) for t in seen)       # targets handed to explain
+    assert good["sensitivity_max"].abs().max() == 0.0  # the explanation never changes
+    assert all(bool((t == 0).all()) for t in seen)  # targets handed to explain
 
 
 def test_sensitivity_of_an_input_dependent_explanation_is_bounded_and_seeded():
@@ -179,11 +205,13 @@ def test_sensitivity_of_an_input_dependent_explanation_is_bounded_and_seeded():
         return x.sum(1)
 
     state = torch.get_rng_state()
-    first = captum_metrics(model, brightness, images, torch.tensor([1, 0]), n_perturb_samples=5,
-                           perturb_radius=0.05)
+    first = captum_metrics(
+        model, brightness, images, torch.tensor([1, 0]), n_perturb_samples=5, perturb_radius=0.05
+    )
     assert torch.equal(torch.get_rng_state(), state)  # the global generator is left alone
-    again = captum_metrics(model, brightness, images, torch.tensor([1, 0]), n_perturb_samples=5,
-                           perturb_radius=0.05)
+    again = captum_metrics(
+        model, brightness, images, torch.tensor([1, 0]), n_perturb_samples=5, perturb_radius=0.05
+    )
     torch.testing.assert_close(first["sensitivity_max"], again["sensitivity_max"])
     # ||sum_c delta_c|| / ||sum_c x_c|| with |delta| <= r per channel.
     bound = 3 * 0.05 * 8 / images.sum(1).flatten(1).norm(dim=1)

@@ -49,8 +49,8 @@ def _reference_ious(maps, boxes, taus):
 
 def _hand_map():
     m = torch.zeros(10, 10)
-    m[2:6, 3:8] = 1.0   # the largest blob: columns 3..7, rows 2..5 -> box (3, 2, 8, 6)
-    m[8, 8:10] = 0.9    # a smaller blob
+    m[2:6, 3:8] = 1.0  # the largest blob: columns 3..7, rows 2..5 -> box (3, 2, 8, 6)
+    m[8, 8:10] = 0.9  # a smaller blob
     return m
 
 
@@ -66,32 +66,45 @@ def test_largest_component_box_by_hand():
 
 def test_components_are_8_connected_and_ties_go_to_raster_order():
     diagonal = torch.zeros(6, 6)
-    diagonal[[0, 1, 2], [0, 1, 2]] = 1.0   # connected only through corners
-    diagonal[4, 4:6] = 1.0                 # two pixels: smaller than the diagonal
+    diagonal[[0, 1, 2], [0, 1, 2]] = 1.0  # connected only through corners
+    diagonal[4, 4:6] = 1.0  # two pixels: smaller than the diagonal
     torch.testing.assert_close(
-        largest_component_box(diagonal, 0.5), torch.tensor([0.0, 0.0, 3.0, 3.0], dtype=torch.float64)
+        largest_component_box(diagonal, 0.5),
+        torch.tensor([0.0, 0.0, 3.0, 3.0], dtype=torch.float64),
     )
     twins = torch.zeros(5, 7)
     twins[3, 4:6] = 1.0
-    twins[0, 0:2] = 1.0                    # same size, earlier in raster order
+    twins[0, 0:2] = 1.0  # same size, earlier in raster order
     torch.testing.assert_close(
         largest_component_box(twins, 0.5), torch.tensor([0.0, 0.0, 2.0, 1.0], dtype=torch.float64)
     )
 
 
 def test_box_iou_by_hand():
-    iou = box_iou(torch.tensor([3.0, 2.0, 8.0, 6.0]),
-                  torch.tensor([[3.0, 2.0, 8.0, 6.0], [5.0, 2.0, 10.0, 6.0], [8.0, 6.0, 9.0, 9.0],
-                                [0.0, 0.0, 10.0, 10.0]]))
+    iou = box_iou(
+        torch.tensor([3.0, 2.0, 8.0, 6.0]),
+        torch.tensor(
+            [
+                [3.0, 2.0, 8.0, 6.0],
+                [5.0, 2.0, 10.0, 6.0],
+                [8.0, 6.0, 9.0, 9.0],
+                [0.0, 0.0, 10.0, 10.0],
+            ]
+        ),
+    )
     # 20/20; overlap 3x4=12 of union 20+20-12=28; touching corner only; 20/100.
     torch.testing.assert_close(iou, torch.tensor([1.0, 12 / 28, 0.0, 0.2], dtype=torch.float64))
-    assert box_iou(torch.full((4,), float("nan")), torch.tensor([[0.0, 0.0, 1.0, 1.0]])).item() == 0.0
+    assert (
+        box_iou(torch.full((4,), float("nan")), torch.tensor([[0.0, 0.0, 1.0, 1.0]])).item() == 0.0
+    )
 
 
 def test_localization_ious_by_hand():
     maps = torch.stack([_hand_map(), torch.ones(10, 10)])
-    boxes = [torch.tensor([[5.0, 2.0, 10.0, 6.0], [3.0, 2.0, 8.0, 7.0]]),  # best: 20/25
-             torch.tensor([[0.0, 0.0, 5.0, 10.0]])]
+    boxes = [
+        torch.tensor([[5.0, 2.0, 10.0, 6.0], [3.0, 2.0, 8.0, 7.0]]),  # best: 20/25
+        torch.tensor([[0.0, 0.0, 5.0, 10.0]]),
+    ]
     ious = localization_ious(maps, boxes, taus=[0.0, 0.5])
     expected = torch.tensor([[25 / 100, 20 / 25], [50 / 100, 0.0]], dtype=torch.float64)
     torch.testing.assert_close(ious, expected)
@@ -109,11 +122,23 @@ def test_localization_ious_match_slow_reference(seed):
     for _ in range(5):
         k = int(torch.randint(1, 4, (1,), generator=g))
         xy = torch.rand(k, 4, generator=g) * torch.tensor([20.0, 24.0, 20.0, 24.0])
-        boxes.append(torch.stack([torch.minimum(xy[:, 0], xy[:, 2]), torch.minimum(xy[:, 1], xy[:, 3]),
-                                  torch.maximum(xy[:, 0], xy[:, 2]) + 1, torch.maximum(xy[:, 1], xy[:, 3]) + 1],
-                                 dim=1).clamp(max=20.0).to(torch.float64))
+        boxes.append(
+            torch.stack(
+                [
+                    torch.minimum(xy[:, 0], xy[:, 2]),
+                    torch.minimum(xy[:, 1], xy[:, 3]),
+                    torch.maximum(xy[:, 0], xy[:, 2]) + 1,
+                    torch.maximum(xy[:, 1], xy[:, 3]) + 1,
+                ],
+                dim=1,
+            )
+            .clamp(max=20.0)
+            .to(torch.float64)
+        )
     taus = np.linspace(0.0, 1.0, 23)
-    torch.testing.assert_close(localization_ious(maps, boxes, taus), _reference_ious(maps, boxes, taus))
+    torch.testing.assert_close(
+        localization_ious(maps, boxes, taus), _reference_ious(maps, boxes, taus)
+    )
 
 
 def test_synthetic_object_mask_gives_its_own_box():
@@ -141,13 +166,18 @@ def _brute_max_box_acc(ious, deltas):
 
 @given(st.integers(0, 2**31 - 1), st.integers(1, 12), st.integers(1, 9))
 def test_max_box_acc_matches_brute_force(seed, images, taus):
-    ious = torch.rand(images, taus, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    ious = torch.rand(
+        images, taus, generator=torch.Generator().manual_seed(seed), dtype=torch.float64
+    )
     ious[ious < 0.2] = 0.5  # exact hits on a threshold count
     deltas = (0.3, 0.5, 0.7)
     torch.testing.assert_close(max_box_acc(ious, deltas), _brute_max_box_acc(ious, deltas))
-    torch.testing.assert_close(box_accuracy(ious, 0.5),
-                               torch.tensor([(ious[:, t] >= 0.5).double().mean() for t in range(taus)],
-                                            dtype=torch.float64))
+    torch.testing.assert_close(
+        box_accuracy(ious, 0.5),
+        torch.tensor(
+            [(ious[:, t] >= 0.5).double().mean() for t in range(taus)], dtype=torch.float64
+        ),
+    )
 
 
 def test_choose_tau_and_summary_use_the_tuning_split():
@@ -157,10 +187,10 @@ def test_choose_tau_and_summary_use_the_tuning_split():
     assert choose_tau(tuning, taus) == 0.2
     evaluation = torch.tensor([[0.1, 0.2, 0.9], [0.3, 0.6, 0.8]], dtype=torch.float64)
     summary = localization_summary(evaluation, tuning, taus, energies=torch.tensor([0.5, 1.0]))
-    assert summary["tau"] == 0.2                      # not the evaluation split's best (0.3)
+    assert summary["tau"] == 0.2  # not the evaluation split's best (0.3)
     assert summary["mean_iou"] == pytest.approx(0.4)
     assert summary["box_acc"] == pytest.approx(0.5)
-    assert summary["max_box_acc@0.5"] == pytest.approx(1.0)   # at tau 0.3
+    assert summary["max_box_acc@0.5"] == pytest.approx(1.0)  # at tau 0.3
     assert summary["max_box_acc@0.3"] == pytest.approx(1.0)
     assert summary["max_box_acc@0.7"] == pytest.approx(1.0)
     assert summary["max_box_acc_v2"] == pytest.approx(1.0)
@@ -176,7 +206,7 @@ def test_choose_tau_and_summary_use_the_tuning_split():
 )
 def test_ious_invariant_to_map_scaling_and_image_order(grid, scale, offset, box):
     m = torch.tensor(grid, dtype=torch.float64).reshape(6, 8)
-    m[0, 0], m[5, 7] = 0.0, 10.0      # value range exactly 0..10
+    m[0, 0], m[5, 7] = 0.0, 10.0  # value range exactly 0..10
     x0, y0, w, h = box
     truth = torch.tensor([[x0, y0, min(x0 + w, 8), min(y0 + h, 6)]], dtype=torch.float64)
     taus = (np.arange(10) + 0.5) / 10  # never on a normalised value k / 10
@@ -205,6 +235,8 @@ def test_errors_name_the_fix():
     with pytest.raises(ValueError, match="no true box"):
         localization_ious(torch.rand(1, 4, 4), [torch.zeros(0, 4)])
     with pytest.raises(ValueError, match="NaN"):
-        localization_ious(torch.full((1, 4, 4), float("nan")), [torch.tensor([[0.0, 0.0, 3.0, 3.0]])])
+        localization_ious(
+            torch.full((1, 4, 4), float("nan")), [torch.tensor([[0.0, 0.0, 3.0, 3.0]])]
+        )
     with pytest.raises(ValueError, match="one column per tau"):
         localization_summary(torch.rand(2, 3), torch.rand(2, 4), [0.1, 0.2, 0.3])

@@ -134,8 +134,9 @@ def reference_scorecam(model, images, targets, act):
     each channel's (bilinearly upsampled, min-max normalised) map."""
     maps = []
     for image, target, features in zip(images, targets, act):
-        up = F.interpolate(features[None], size=image.shape[-2:], mode="bilinear",
-                           align_corners=True)[0]
+        up = F.interpolate(
+            features[None], size=image.shape[-2:], mode="bilinear", align_corners=True
+        )[0]
         low = up.amin(dim=(1, 2), keepdim=True)
         high = up.amax(dim=(1, 2), keepdim=True)
         masks = (up - low) / (high - low + 1e-8)
@@ -199,9 +200,20 @@ def test_every_method_shape_dtype_non_negative(family):
 
 
 def test_registry_order_and_names():
-    required = ("daam", "gradcam", "gradcam++", "xgradcam", "layercam", "eigencam",
-                "scorecam", "rollout", "chefer", "raw_attention", "integrated_gradients",
-                "uniform")
+    required = (
+        "daam",
+        "gradcam",
+        "gradcam++",
+        "xgradcam",
+        "layercam",
+        "eigencam",
+        "scorecam",
+        "rollout",
+        "chefer",
+        "raw_attention",
+        "integrated_gradients",
+        "uniform",
+    )
     assert [name for name in METHODS if name in required] == list(required)
     assert len(set(METHODS)) == len(METHODS) and set(GRAD_CAM_CLASSES) < set(METHODS)
     assert available_methods() == METHODS  # grad-cam is installed here
@@ -243,8 +255,9 @@ def test_eigencam_matches_principal_component(family):
     positive, negative = reference_eigencam(act)
     for i in range(images.shape[0]):  # the SVD's sign is arbitrary, per image
         scale = float(positive[i].abs().max() + negative[i].abs().max())
-        errors = [float((maps[i, 0] - ref[i].float()).abs().max()) / scale
-                  for ref in (positive, negative)]
+        errors = [
+            float((maps[i, 0] - ref[i].float()).abs().max()) / scale for ref in (positive, negative)
+        ]
         assert min(errors) < 1e-5, errors
 
 
@@ -273,10 +286,14 @@ def test_scorecam_matches_reference(family):
 def test_chefer_and_raw_attention_match_explicit_attention(family):
     model, images, targets, prefix, grid = norm1_case(family)
     attentions = explicit_attention(model, images, targets)
-    _close(make_explainer("chefer", model)(images, targets),
-           reference_chefer(attentions, 0, prefix, grid))
-    _close(make_explainer("raw_attention", model)(images, targets),
-           reference_raw(attentions, 0, prefix, grid))
+    _close(
+        make_explainer("chefer", model)(images, targets),
+        reference_chefer(attentions, 0, prefix, grid),
+    )
+    _close(
+        make_explainer("raw_attention", model)(images, targets),
+        reference_raw(attentions, 0, prefix, grid),
+    )
 
 
 def test_chefer_and_raw_attention_distillation_token():
@@ -295,8 +312,10 @@ def test_chefer_any_grid_and_target(rows, cols, seed):
     model = build("dynamic")
     images, targets = _batch("dynamic", (8 * rows, 8 * cols), seed=seed)
     attentions = explicit_attention(model, images, targets)
-    _close(make_explainer("chefer", model)(images, targets),
-           reference_chefer(attentions, 0, 1, (rows, cols)))
+    _close(
+        make_explainer("chefer", model)(images, targets),
+        reference_chefer(attentions, 0, 1, (rows, cols)),
+    )
 
 
 def test_chefer_depends_on_the_target():
@@ -319,14 +338,22 @@ def test_prefix_tokens_are_dropped(family):
     wrong_act, wrong_grad = norm1_tokens(model, images, targets, 1, grid)
     attentions = explicit_attention(model, images, targets)
     cases = {
-        "gradcam": (reference_cam("gradcam", act, grad),
-                    reference_cam("gradcam", wrong_act, wrong_grad)),
-        "layercam": (reference_cam("layercam", act, grad),
-                     reference_cam("layercam", wrong_act, wrong_grad)),
-        "chefer": (reference_chefer(attentions, 0, prefix, grid),
-                   reference_chefer(attentions, 0, 1, grid)),
-        "raw_attention": (reference_raw(attentions, 0, prefix, grid),
-                          reference_raw(attentions, 0, 1, grid)),
+        "gradcam": (
+            reference_cam("gradcam", act, grad),
+            reference_cam("gradcam", wrong_act, wrong_grad),
+        ),
+        "layercam": (
+            reference_cam("layercam", act, grad),
+            reference_cam("layercam", wrong_act, wrong_grad),
+        ),
+        "chefer": (
+            reference_chefer(attentions, 0, prefix, grid),
+            reference_chefer(attentions, 0, 1, grid),
+        ),
+        "raw_attention": (
+            reference_raw(attentions, 0, prefix, grid),
+            reference_raw(attentions, 0, 1, grid),
+        ),
     }
     for name, (right, wrong) in cases.items():
         maps = make_explainer(name, model)(images, targets)
@@ -346,15 +373,20 @@ def test_daam_rollout_uniform_are_the_package_functions():
     _close(daam, expected)
     other = (targets + 1) % NUM_CLASSES
     assert not torch.allclose(daam, make_explainer("daam", model)(images, other))
-    _close(make_explainer("daam", model, token="dist")(images, targets),
-           DAAM(model).attribute(images, target=targets, token="dist"))
+    _close(
+        make_explainer("daam", model, token="dist")(images, targets),
+        DAAM(model).attribute(images, target=targets, token="dist"),
+    )
     if "daam_all" in METHODS:
-        _close(make_explainer("daam_all", model)(images, targets),
-               DAAM(model, queries="all").attribute(images, target=targets))
-    _close(make_explainer("rollout", model, residual=0.3)(images, targets),
-           attention_rollout(model, images, residual=0.3))
-    assert torch.equal(make_explainer("uniform", model)(images, targets),
-                       torch.ones(2, 1, 4, 4))
+        _close(
+            make_explainer("daam_all", model)(images, targets),
+            DAAM(model, queries="all").attribute(images, target=targets),
+        )
+    _close(
+        make_explainer("rollout", model, residual=0.3)(images, targets),
+        attention_rollout(model, images, residual=0.3),
+    )
+    assert torch.equal(make_explainer("uniform", model)(images, targets), torch.ones(2, 1, 4, 4))
 
 
 @pytest.mark.parametrize("sign,baseline", [("absolute_value", 0.0), ("positive", 0.5)])
@@ -362,9 +394,14 @@ def test_integrated_gradients_matches_right_riemann_sum(sign, baseline):
     model = build("vit")
     images, targets = _batch("vit")
     steps = 4
-    maps = make_explainer("integrated_gradients", model, n_steps=steps,
-                          method="riemann_right", baseline=baseline, sign=sign)(
-        images, targets)
+    maps = make_explainer(
+        "integrated_gradients",
+        model,
+        n_steps=steps,
+        method="riemann_right",
+        baseline=baseline,
+        sign=sign,
+    )(images, targets)
     start = torch.full_like(images, baseline)
     total = torch.zeros_like(images)
     for k in range(1, steps + 1):
@@ -413,8 +450,10 @@ def test_frozen_model_still_explained():
     frozen = copy.deepcopy(model).requires_grad_(False)
     images, targets = _batch("vit")
     for name in ("gradcam", "layercam", "chefer", "daam"):
-        _close(make_explainer(name, frozen)(images, targets),
-               make_explainer(name, model)(images, targets))
+        _close(
+            make_explainer(name, frozen)(images, targets),
+            make_explainer(name, model)(images, targets),
+        )
     assert not any(p.requires_grad for p in frozen.parameters())
 
 
@@ -480,10 +519,14 @@ def test_public_baselines_are_what_the_registry_runs(family):
     _close(make_explainer("chefer", model)(images, targets), chefer)
     _close(make_explainer("raw_attention", model)(images, targets), raw)
     _close(make_explainer("gradcam", model)(images, targets), cam)
-    _close(gradient_weighted_rollout(model, images).float(),
-           gradient_weighted_rollout(model, images, predicted))
-    _close(PackageCAM(model, "layercam").attribute(images),
-           PackageCAM(model, "layercam").attribute(images, predicted))
+    _close(
+        gradient_weighted_rollout(model, images).float(),
+        gradient_weighted_rollout(model, images, predicted),
+    )
+    _close(
+        PackageCAM(model, "layercam").attribute(images),
+        PackageCAM(model, "layercam").attribute(images, predicted),
+    )
     with torch.no_grad():  # gradients are enabled inside
         _close(gradient_weighted_rollout(model, images, targets).float(), chefer)
 
@@ -503,9 +546,16 @@ def test_public_baselines_errors():
         PackageCAM(model, "gradcam2")
     with pytest.raises(ValueError, match="batch_size"):
         PackageCAM(model, "scorecam", batch_size=0)
-    swin = timm.create_model("swin_tiny_patch4_window7_224", img_size=32, patch_size=4,
-                             window_size=4, embed_dim=24, depths=(2, 2), num_heads=(2, 4),
-                             num_classes=NUM_CLASSES).eval()
+    swin = timm.create_model(
+        "swin_tiny_patch4_window7_224",
+        img_size=32,
+        patch_size=4,
+        window_size=4,
+        embed_dim=24,
+        depths=(2, 2),
+        num_heads=(2, 4),
+        num_classes=NUM_CLASSES,
+    ).eval()
     swin_images = torch.randn(1, 3, 32, 32)
     with pytest.raises(ValueError, match="no readout token"):
         gradient_weighted_rollout(swin, swin_images, 0)

@@ -47,14 +47,18 @@ def _edges(model):
 @pytest.fixture(scope="module")
 def setup():
     model = build("vit")  # depth 3, 32 px, 4x4 patches of 8 px, float64
-    images = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    images = torch.randn(
+        3, 3, 32, 32, generator=torch.Generator().manual_seed(0), dtype=torch.float64
+    )
     targets = torch.tensor([1, 4, 7])
     return model, images, targets
 
 
 def _hooks(model):
-    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
-               for m in model.modules())
+    return sum(
+        len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
+        for m in model.modules()
+    )
 
 
 def test_similarity_measures_match_scipy_and_skimage():
@@ -66,7 +70,9 @@ def test_similarity_measures_match_scipy_and_skimage():
         x, y = a[i].numpy(), b[i].numpy()
         assert spearman(a[i], b[i]) == pytest.approx(stats.spearmanr(x.ravel(), y.ravel())[0])
         unit = lambda m: (m - m.min()) / (m.max() - m.min())  # noqa: E731
-        assert ssim(a[i], b[i]) == pytest.approx(structural_similarity(unit(x), unit(y), data_range=1.0))
+        assert ssim(a[i], b[i]) == pytest.approx(
+            structural_similarity(unit(x), unit(y), data_range=1.0)
+        )
         hx, hy = hog(unit(x)), hog(unit(y))
         assert hog_similarity(a[i], b[i]) == pytest.approx(np.corrcoef(hx, hy)[0, 1])
     sims = map_similarities(a, b)
@@ -93,7 +99,12 @@ def test_similarity_errors():
 def test_default_layers_top_first(setup):
     model, _, _ = setup
     assert randomization_layers(model) == ["head", "blocks.2", "blocks.1", "blocks.0"]
-    assert randomization_layers(torch.nn.DataParallel(model)) == ["head", "blocks.2", "blocks.1", "blocks.0"]
+    assert randomization_layers(torch.nn.DataParallel(model)) == [
+        "head",
+        "blocks.2",
+        "blocks.1",
+        "blocks.0",
+    ]
 
 
 def test_randomize_layer_follows_timm_init_and_is_seeded():
@@ -122,7 +133,9 @@ def test_cascading_changes_daam_maps_and_leaves_the_model_alone(setup):
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert _hooks(model) == 0
     by = {(r["step"], r["metric"]): r for r in rows}
-    assert sorted({r["layer"] for r in rows}) == sorted(["original", "head", "blocks.2", "blocks.1", "blocks.0"])
+    assert sorted({r["layer"] for r in rows}) == sorted(
+        ["original", "head", "blocks.2", "blocks.1", "blocks.0"]
+    )
     for metric in ("spearman", "ssim", "hog"):
         assert by[(0, metric)]["mean"] == pytest.approx(1.0)  # the untouched copy
         assert by[(0, metric)]["count"] == 3
@@ -138,7 +151,9 @@ def test_an_explanation_that_ignores_the_model_stays_identical(setup):
         rows = randomization_test(model, _edges, images, targets, mode=mode)
         assert len(rows) == 5 * 3
         for row in rows:
-            assert row["mean"] == pytest.approx(1.0, abs=1e-9) and row["std"] == pytest.approx(0.0, abs=1e-9)
+            assert row["mean"] == pytest.approx(1.0, abs=1e-9) and row["std"] == pytest.approx(
+                0.0, abs=1e-9
+            )
             assert row["count"] == 3
 
 
@@ -154,9 +169,12 @@ def test_maps_with_and_without_the_channel_give_the_same_rows(setup):
     channel = randomization_test(model, with_channel, images, targets, layers=["head"])
     assert flat == channel
     assert channel_maps(torch.ones(2, 4, 4)).shape == (2, 1, 4, 4)
-    with pytest.raises(ValueError, match=r"\(N, 1, h, w\) or \(N, h, w\), got shape \(3, 3, 4, 4\)"):
-        randomization_test(model, lambda m: lambda x, t: torch.ones(3, 3, 4, 4), images, targets,
-                           layers=["head"])
+    with pytest.raises(
+        ValueError, match=r"\(N, 1, h, w\) or \(N, h, w\), got shape \(3, 3, 4, 4\)"
+    ):
+        randomization_test(
+            model, lambda m: lambda x, t: torch.ones(3, 3, 4, 4), images, targets, layers=["head"]
+        )
 
 
 def test_modes_randomise_the_right_layers_with_the_same_draws(setup):
@@ -176,21 +194,46 @@ def test_modes_randomise_the_right_layers_with_the_same_draws(setup):
     original = model.state_dict()
 
     def changed(state):
-        return sorted({".".join(k.split(".")[:2 if k.startswith("blocks") else 1])
-                       for k, v in state.items() if not torch.equal(v, original[k])})
+        return sorted(
+            {
+                ".".join(k.split(".")[: 2 if k.startswith("blocks") else 1])
+                for k, v in state.items()
+                if not torch.equal(v, original[k])
+            }
+        )
 
     # [reference, step 0 copy, step 1, step 2, step 3]
     assert [changed(s) for s in seen["cascading"]] == [
-        [], [], ["head"], ["blocks.2", "head"], ["blocks.1", "blocks.2", "head"]]
-    assert [changed(s) for s in seen["independent"]] == [[], [], ["head"], ["blocks.2"], ["blocks.1"]]
+        [],
+        [],
+        ["head"],
+        ["blocks.2", "head"],
+        ["blocks.1", "blocks.2", "head"],
+    ]
+    assert [changed(s) for s in seen["independent"]] == [
+        [],
+        [],
+        ["head"],
+        ["blocks.2"],
+        ["blocks.1"],
+    ]
     last_cascade, last_alone = seen["cascading"][-1], seen["independent"][-1]
-    assert all(torch.equal(last_cascade[k], last_alone[k]) for k in last_alone if k.startswith("blocks.1."))
+    assert all(
+        torch.equal(last_cascade[k], last_alone[k]) for k in last_alone if k.startswith("blocks.1.")
+    )
 
 
 def test_table_and_figure(setup, tmp_path):
     model, images, targets = setup
-    rows = randomization_test(model, _daam, images, targets, mode="independent",
-                              layers=["head", "blocks.0"], metrics=("spearman", "ssim"))
+    rows = randomization_test(
+        model,
+        _daam,
+        images,
+        targets,
+        mode="independent",
+        layers=["head", "blocks.0"],
+        metrics=("spearman", "ssim"),
+    )
     table = sanity_table_markdown(rows).splitlines()
     assert table[0] == "| mode | step | layer | spearman | ssim |"
     assert len(table) == 2 + 3
@@ -207,22 +250,38 @@ def test_comparison_figure_draws_one_line_per_method(setup, tmp_path):
     model, images, targets = setup
     rows = []
     for name, explainer in (("daam", _daam), ("edges", _edges)):
-        rows += [dict(r, method=name) for r in randomization_test(
-            model, explainer, images, targets, mode="cascading", layers=["head", "blocks.1"],
-            metrics=("spearman", "ssim"))]
+        rows += [
+            dict(r, method=name)
+            for r in randomization_test(
+                model,
+                explainer,
+                images,
+                targets,
+                mode="cascading",
+                layers=["head", "blocks.1"],
+                metrics=("spearman", "ssim"),
+            )
+        ]
     figure = sanity_comparison_figure(rows, tmp_path / "cmp.png")
     assert (tmp_path / "cmp.png").stat().st_size > 0
     (axes,) = figure.axes
-    lines = {line.get_label(): list(line.get_ydata()) for line in axes.get_lines()
-             if not line.get_label().startswith("_")}
+    lines = {
+        line.get_label(): list(line.get_ydata())
+        for line in axes.get_lines()
+        if not line.get_label().startswith("_")
+    }
     assert sorted(lines) == ["daam", "edges"]
-    expected = [r["mean"] for r in sorted(rows, key=lambda r: r["step"])
-                if r["method"] == "daam" and r["metric"] == "spearman"]
+    expected = [
+        r["mean"]
+        for r in sorted(rows, key=lambda r: r["step"])
+        if r["method"] == "daam" and r["metric"] == "spearman"
+    ]
     assert lines["daam"] == pytest.approx(expected)
     assert lines["edges"] == pytest.approx([1.0, 1.0, 1.0])  # ignores the weights
     with pytest.raises(ValueError, match="'method' key"):
-        sanity_comparison_figure([{k: v for k, v in r.items() if k != "method"}
-                                  for r in rows], tmp_path / "x.png")
+        sanity_comparison_figure(
+            [{k: v for k, v in r.items() if k != "method"} for r in rows], tmp_path / "x.png"
+        )
     with pytest.raises(ValueError, match="no rows of metric 'hog'"):
         sanity_comparison_figure(rows, tmp_path / "x.png", metric="hog")
 
@@ -250,13 +309,22 @@ def test_default_targets_are_the_trained_models_predictions(setup):
 
         return explain
 
-    randomization_test(model, make, images, None, layers=["head", "blocks.2"], metrics=("spearman",))
+    randomization_test(
+        model, make, images, None, layers=["head", "blocks.2"], metrics=("spearman",)
+    )
     assert len(seen) == 4 and all(torch.equal(t, predicted) for t in seen)
 
 
 def test_layers_of_a_class_attention_model():
     import timm
 
-    cait = timm.create_model("cait_xxs24_224", img_size=32, patch_size=8, embed_dim=48, depth=2,
-                             num_heads=3, num_classes=5)
+    cait = timm.create_model(
+        "cait_xxs24_224",
+        img_size=32,
+        patch_size=8,
+        embed_dim=48,
+        depth=2,
+        num_heads=3,
+        num_classes=5,
+    )
     assert randomization_layers(cait) == ["head", "blocks_token_only.1", "blocks_token_only.0"]

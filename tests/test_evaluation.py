@@ -25,11 +25,17 @@ def test_box_follows_painted_rectangle(height, width, frac, crop_pct):
     canvas = torch.zeros(height, width, dtype=torch.uint8)
     canvas[y0:y1, x0:x1] = 255
     image = Image.fromarray(canvas.numpy()).convert("RGB")
-    transform = create_transform(input_size=(3, 64, 64), crop_pct=crop_pct,
-                                 interpolation="bilinear", mean=(0, 0, 0), std=(1, 1, 1))
+    transform = create_transform(
+        input_size=(3, 64, 64),
+        crop_pct=crop_pct,
+        interpolation="bilinear",
+        mean=(0, 0, 0),
+        std=(1, 1, 1),
+    )
     painted = transform(image)[0] > 0.5
-    boxes, size = boxes_through_transform(torch.tensor([[x0, y0, x1, y1]]), (height, width),
-                                          transform)
+    boxes, size = boxes_through_transform(
+        torch.tensor([[x0, y0, x1, y1]]), (height, width), transform
+    )
     assert size == (64, 64)
     # Edges may move by a pixel through resampling: the painted rectangle lies between
     # the box shrunk and grown by that much.
@@ -40,15 +46,16 @@ def test_box_follows_painted_rectangle(height, width, frac, crop_pct):
 
 def test_unknown_geometric_transform_is_refused():
     with pytest.raises(ValueError, match="RandomHorizontalFlip"):
-        boxes_through_transform(torch.tensor([[0, 0, 5, 5]]), (10, 10),
-                                T.Compose([T.RandomHorizontalFlip()]))
+        boxes_through_transform(
+            torch.tensor([[0, 0, 5, 5]]), (10, 10), T.Compose([T.RandomHorizontalFlip()])
+        )
 
 
 def test_energy_in_boxes():
     masks = torch.zeros(3, 4, 4, dtype=torch.bool)
     masks[:, :2, :2] = True
     maps = torch.zeros(3, 1, 4, 4)
-    maps[0, 0, 0, 0] = 2.0          # all inside
-    maps[1] = 1.0                   # uniform: the area fraction
+    maps[0, 0, 0, 0] = 2.0  # all inside
+    maps[1] = 1.0  # uniform: the area fraction
     energy = energy_in_boxes(maps, masks)  # maps[2] has no mass
     torch.testing.assert_close(energy, torch.tensor([1.0, 0.25, 0.0]))

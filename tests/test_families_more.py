@@ -84,48 +84,83 @@ def _blocks(attr: str) -> Callable[[nn.Module], List[nn.Module]]:
 TIMM_FAMILIES: Dict[str, Family] = {
     "cait": Family(
         _timm("cait_xxs24_224", img_size=32, patch_size=8, depth=2, depth_token_only=2),
-        TimmCaitAdapter, textbook.class_attention, _blocks("blocks_token_only"), z_row=0,
+        TimmCaitAdapter,
+        textbook.class_attention,
+        _blocks("blocks_token_only"),
+        z_row=0,
     ),
     "xcit_p8": Family(
         _timm("xcit_nano_12_p8_224", depth=2, cls_attn_layers=2),
-        TimmXcitAdapter, textbook.class_attention, _blocks("cls_attn_blocks"),
-        sizes=((32, 32), (30, 26), (16, 40)), z_row=0,
+        TimmXcitAdapter,
+        textbook.class_attention,
+        _blocks("cls_attn_blocks"),
+        sizes=((32, 32), (30, 26), (16, 40)),
+        z_row=0,
     ),
     "xcit_p16_tokens_norm": Family(
         _timm("xcit_nano_12_p16_224", depth=2, cls_attn_layers=2, tokens_norm=True),
-        TimmXcitAdapter, textbook.class_attention, _blocks("cls_attn_blocks"),
-        sizes=((48, 40), (32, 32)), z_row=0,
+        TimmXcitAdapter,
+        textbook.class_attention,
+        _blocks("cls_attn_blocks"),
+        sizes=((48, 40), (32, 32)),
+        z_row=0,
     ),
     "beit_rel_pos": Family(
-        _timm("beit_base_patch16_224", img_size=32, patch_size=8, depth=3,
-              global_pool="token"),
-        TimmBeitAdapter, textbook.beit_attention, _blocks("blocks"),
+        _timm("beit_base_patch16_224", img_size=32, patch_size=8, depth=3, global_pool="token"),
+        TimmBeitAdapter,
+        textbook.beit_attention,
+        _blocks("blocks"),
     ),
     "beit_shared_rel_pos": Family(
-        _timm("beitv2_base_patch16_224", img_size=32, patch_size=8, depth=3,
-              global_pool="token", use_rel_pos_bias=False, use_shared_rel_pos_bias=True,
-              use_abs_pos_emb=True),
-        TimmBeitAdapter, textbook.beit_attention, _blocks("blocks"),
+        _timm(
+            "beitv2_base_patch16_224",
+            img_size=32,
+            patch_size=8,
+            depth=3,
+            global_pool="token",
+            use_rel_pos_bias=False,
+            use_shared_rel_pos_bias=True,
+            use_abs_pos_emb=True,
+        ),
+        TimmBeitAdapter,
+        textbook.beit_attention,
+        _blocks("blocks"),
     ),
     "eva02_fused_qkv": Family(
-        _timm("eva02_tiny_patch14_224", img_size=28, patch_size=7, depth=3,
-              global_pool="token"),
-        TimmEvaAdapter, textbook.eva_attention, _blocks("blocks"), sizes=((28, 28),),
+        _timm("eva02_tiny_patch14_224", img_size=28, patch_size=7, depth=3, global_pool="token"),
+        TimmEvaAdapter,
+        textbook.eva_attention,
+        _blocks("blocks"),
+        sizes=((28, 28),),
     ),
     "eva02_separate_qkv": Family(
-        _timm("eva02_base_patch14_224", img_size=28, patch_size=7, depth=3,
-              global_pool="token"),
-        TimmEvaAdapter, textbook.eva_attention, _blocks("blocks"), sizes=((28, 28),),
+        _timm("eva02_base_patch14_224", img_size=28, patch_size=7, depth=3, global_pool="token"),
+        TimmEvaAdapter,
+        textbook.eva_attention,
+        _blocks("blocks"),
+        sizes=((28, 28),),
     ),
     "eva02_registers_qknorm_dynamic": Family(
-        _timm("eva02_tiny_patch14_224", img_size=28, patch_size=7, depth=3,
-              global_pool="token", num_reg_tokens=2, qk_norm=True, dynamic_img_size=True),
-        TimmEvaAdapter, textbook.eva_attention, _blocks("blocks"),
+        _timm(
+            "eva02_tiny_patch14_224",
+            img_size=28,
+            patch_size=7,
+            depth=3,
+            global_pool="token",
+            num_reg_tokens=2,
+            qk_norm=True,
+            dynamic_img_size=True,
+        ),
+        TimmEvaAdapter,
+        textbook.eva_attention,
+        _blocks("blocks"),
         sizes=((28, 28), (21, 35), (42, 14)),
     ),
     "deit3": Family(
         _timm("deit3_small_patch16_224", img_size=32, patch_size=8, depth=3),
-        TimmVisionTransformerAdapter, textbook.timm_attention, _blocks("blocks"),
+        TimmVisionTransformerAdapter,
+        textbook.timm_attention,
+        _blocks("blocks"),
     ),
 }
 
@@ -134,8 +169,13 @@ def _hf(kind: str, impl: str) -> Callable[[], nn.Module]:
     def build() -> nn.Module:
         import transformers
 
-        common = dict(hidden_size=48, num_hidden_layers=3, num_attention_heads=3,
-                      intermediate_size=96, num_labels=NUM_CLASSES)
+        common = dict(
+            hidden_size=48,
+            num_hidden_layers=3,
+            num_attention_heads=3,
+            intermediate_size=96,
+            num_labels=NUM_CLASSES,
+        )
         if kind.startswith("dinov2"):
             common.update(image_size=28, patch_size=7, layerscale_value=0.5)
         else:
@@ -145,8 +185,10 @@ def _hf(kind: str, impl: str) -> Callable[[], nn.Module]:
             "deit": ("DeiTConfig", "DeiTForImageClassification"),
             "deit_teacher": ("DeiTConfig", "DeiTForImageClassificationWithTeacher"),
             "dinov2": ("Dinov2Config", "Dinov2ForImageClassification"),
-            "dinov2_registers": ("Dinov2WithRegistersConfig",
-                                 "Dinov2WithRegistersForImageClassification"),
+            "dinov2_registers": (
+                "Dinov2WithRegistersConfig",
+                "Dinov2WithRegistersForImageClassification",
+            ),
         }[kind]
         if kind == "dinov2_registers":
             common.update(num_register_tokens=2)
@@ -172,9 +214,13 @@ def _hf_explicit(module, args, kwargs, store):
 
 HF_FAMILIES: Dict[str, Family] = {
     f"hf_{kind}_{impl}": Family(
-        _hf(kind, impl), HuggingFaceViTAdapter, _hf_explicit, _hf_layers,
+        _hf(kind, impl),
+        HuggingFaceViTAdapter,
+        _hf_explicit,
+        _hf_layers,
         sizes=((28, 28), (21, 35)) if kind.startswith("dinov2") else ((32, 32),),
-        tokens=("cls", "dist") if kind == "deit_teacher" else ("cls",), hf=True,
+        tokens=("cls", "dist") if kind == "deit_teacher" else ("cls",),
+        hf=True,
     )
     for kind in ("vit", "deit", "deit_teacher", "dinov2", "dinov2_registers")
     for impl in ("eager", "sdpa")
@@ -202,10 +248,21 @@ def daam_flow(model, images, target, token, forward_args=()):
     through the core with the adapter's ``logits`` hook, until attr.py calls it."""
     adapter = get_adapter(model)
     if not isinstance(adapter, HuggingFaceViTAdapter):
-        flow = DAAM(model).attribute(images, target=target, return_flow=True, token=token,
-                                     additional_forward_args=forward_args or None)
-        return flow.token_relevance, flow.block_maps, flow.accumulated, flow.targets, \
-            flow.scores, flow.grid_size
+        flow = DAAM(model).attribute(
+            images,
+            target=target,
+            return_flow=True,
+            token=token,
+            additional_forward_args=forward_args or None,
+        )
+        return (
+            flow.token_relevance,
+            flow.block_maps,
+            flow.accumulated,
+            flow.targets,
+            flow.scores,
+            flow.grid_size,
+        )
     token_index = adapter.readout_tokens[token or "cls"]
     targets = target_tensor(target, images.shape[0], images.device)
     record = {}
@@ -216,8 +273,14 @@ def daam_flow(model, images, target, token, forward_args=()):
         return scores
 
     grid = adapter.grid_size(tuple(images.shape[-2:]))
-    rel = relevance_flow(model, adapter.sites, (images,), score_fn, token_index,
-                         additional_forward_args=forward_args or None)
+    rel = relevance_flow(
+        model,
+        adapter.sites,
+        (images,),
+        score_fn,
+        token_index,
+        additional_forward_args=forward_args or None,
+    )
     maps = block_maps(rel, adapter.num_prefix_tokens, grid)
     return rel, maps, accumulate(maps), record["targets"], record["scores"], grid
 
@@ -238,9 +301,15 @@ def test_matches_explicit_reference(name):
         rel, maps, acc, used, scores, grid = daam_flow(model, images, targets, token)
         assert_unchanged(model, before)
         ref = reference_daam(
-            model, family.attention(model), images, targets,
-            token_index=family.token_index[token], num_prefix_tokens=adapter.num_prefix_tokens,
-            grid_size=grid, explicit=family.explicit, z_row=family.z_row,
+            model,
+            family.attention(model),
+            images,
+            targets,
+            token_index=family.token_index[token],
+            num_prefix_tokens=adapter.num_prefix_tokens,
+            grid_size=grid,
+            explicit=family.explicit,
+            z_row=family.z_row,
             logits_of=adapter.logits,
         )
         # Hugging Face's eager kernel takes the softmax in float32 even in a float64
@@ -251,13 +320,15 @@ def test_matches_explicit_reference(name):
         assert_close_scaled(rel, ref.token_relevance, rtol)
         assert_close_scaled(maps, ref.block_maps, rtol)
         assert_close_scaled(acc, ref.accumulated, rtol)
-        torch.testing.assert_close(scores, ref.logits.gather(1, ref.targets[:, None])[:, 0],
-                                   rtol=rtol, atol=rtol)
+        torch.testing.assert_close(
+            scores, ref.logits.gather(1, ref.targets[:, None])[:, 0], rtol=rtol, atol=rtol
+        )
         assert maps.shape[1] == len(family.attention(model)) and maps.shape[0] == batch
         assert maps.sum() > 0
         # The explicit attention reproduces the model's own output.
-        torch.testing.assert_close(ref.logits, adapter.logits(model(images)).detach(),
-                                   rtol=rtol, atol=rtol)
+        torch.testing.assert_close(
+            ref.logits, adapter.logits(model(images)).detach(), rtol=rtol, atol=rtol
+        )
 
     check()
 
@@ -277,8 +348,9 @@ def test_model_unchanged_afterwards(name):
     assert_unchanged(model, before)
 
 
-@pytest.mark.parametrize("name", ["cait", "xcit_p8", "beit_rel_pos", "eva02_fused_qkv",
-                                  "eva02_separate_qkv"])
+@pytest.mark.parametrize(
+    "name", ["cait", "xcit_p8", "beit_rel_pos", "eva02_fused_qkv", "eva02_separate_qkv"]
+)
 def test_fused_and_explicit_attention_give_the_same_maps(name):
     model = build(name)
     images = torch.randn(2, 3, *FAMILIES[name].sizes[0], dtype=torch.float64)
@@ -303,8 +375,7 @@ def test_class_attention_sites_and_layer_subsets():
     assert all(site.z_row == 0 for site in daam.sites)
     images = torch.randn(2, 3, 32, 32, dtype=torch.float64)
     full = daam.attribute(images, return_flow=True)
-    last = DAAM(model, layer=model.blocks_token_only[1].attn).attribute(images,
-                                                                       return_flow=True)
+    last = DAAM(model, layer=model.blocks_token_only[1].attn).attribute(images, return_flow=True)
     assert_close_scaled(last.block_maps[:, 0], full.block_maps[:, 1])
     with pytest.raises(ValueError, match="blocks_token_only"):
         DAAM(model, layer=model.blocks[0].attn)  # talking heads: excluded
@@ -330,8 +401,14 @@ def test_eva_attention_mask_is_part_of_the_class_row():
     mask[:, 3:9] = False
     flow = DAAM(model).attribute(images, additional_forward_args=(mask,), return_flow=True)
     assert torch.all(flow.token_relevance[:, :, 3:9] == 0)
-    ref = reference_daam(model, _blocks("blocks")(model), images, grid_size=flow.grid_size,
-                         explicit=textbook.eva_attention, forward_args=(mask,))
+    ref = reference_daam(
+        model,
+        _blocks("blocks")(model),
+        images,
+        grid_size=flow.grid_size,
+        explicit=textbook.eva_attention,
+        forward_args=(mask,),
+    )
     assert_close_scaled(flow.token_relevance, ref.token_relevance)
 
 
@@ -353,15 +430,34 @@ def test_unsupported_variants_are_refused_with_the_fix():
     with pytest.raises(UnsupportedModelError, match="global_pool='avg'"):
         DAAM(timm.create_model("eva02_tiny_patch14_224", img_size=28, patch_size=7, **small))
     with pytest.raises(UnsupportedModelError, match="global_pool='avg'"):
-        DAAM(timm.create_model("cait_xxs24_224", img_size=32, patch_size=8,
-                               global_pool="avg", **small))
+        DAAM(
+            timm.create_model(
+                "cait_xxs24_224", img_size=32, patch_size=8, global_pool="avg", **small
+            )
+        )
     with pytest.raises(UnsupportedModelError, match="scale_attn_inner"):
-        DAAM(timm.create_model("eva02_tiny_patch14_224", img_size=28, patch_size=7,
-                               global_pool="token", scale_attn_inner=True, **small))
+        DAAM(
+            timm.create_model(
+                "eva02_tiny_patch14_224",
+                img_size=28,
+                patch_size=7,
+                global_pool="token",
+                scale_attn_inner=True,
+                **small,
+            )
+        )
     with pytest.raises(UnsupportedModelError, match="attn_type='rope'"):
-        DAAM(timm.create_model("eva02_tiny_patch14_224", img_size=28, patch_size=7,
-                               global_pool="token", attn_type="rope", qkv_fused=False,
-                               **small))
+        DAAM(
+            timm.create_model(
+                "eva02_tiny_patch14_224",
+                img_size=28,
+                patch_size=7,
+                global_pool="token",
+                attn_type="rope",
+                qkv_fused=False,
+                **small,
+            )
+        )
 
 
 def test_fixed_size_families_name_the_expected_size():
@@ -387,7 +483,8 @@ def test_hf_adapter_does_not_import_transformers(monkeypatch):
     monkeypatch.setitem(sys.modules, "transformers", None)  # any import of it now fails
     # The module runs without transformers (a fresh copy, executed here) ...
     spec = importlib.util.spec_from_file_location(
-        "captum_daam.adapters._huggingface_without_transformers", hf.__file__)
+        "captum_daam.adapters._huggingface_without_transformers", hf.__file__
+    )
     spec.loader.exec_module(importlib.util.module_from_spec(spec))
     # ... and matching a model never imports it.
     assert not HuggingFaceViTAdapter.matches(nn.Linear(2, 2))
@@ -408,17 +505,19 @@ def test_hf_outputs_headless_models_and_features():
     assert get_adapter(build("hf_deit_eager")).num_prefix_tokens == 2
     assert get_adapter(build("hf_deit_teacher_eager")).readout_tokens == {"cls": 0, "dist": 1}
     assert get_adapter(build("hf_vit_sdpa")).sites[0].name == (
-        "vit.layers.0.attention" if transformers.__version__ >= "5" else
-        "vit.encoder.layer.0.attention")
+        "vit.layers.0.attention"
+        if transformers.__version__ >= "5"
+        else "vit.encoder.layer.0.attention"
+    )
 
-    config = transformers.Dinov2Config(hidden_size=48, num_hidden_layers=2,
-                                       num_attention_heads=3, image_size=28, patch_size=7)
+    config = transformers.Dinov2Config(
+        hidden_size=48, num_hidden_layers=2, num_attention_heads=3, image_size=28, patch_size=7
+    )
     backbone = transformers.Dinov2Model(config).eval()
     adapter = get_adapter(backbone)
     assert adapter.num_classes == 0
     x = torch.randn(2, 3, 28, 28)
-    torch.testing.assert_close(adapter.features(backbone, x),
-                               backbone(x).last_hidden_state[:, 0])
+    torch.testing.assert_close(adapter.features(backbone, x), backbone(x).last_hidden_state[:, 0])
     with pytest.raises(ValueError, match="no classifier head"):
         DAAM(backbone)
 

@@ -30,8 +30,11 @@ from captum_daam import MemoryBank
 from captum_daam.cli import main
 from captum_daam.errors import InvalidFileError
 
-FUZZ = settings(max_examples=40, deadline=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+FUZZ = settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
 SUFFIXES = [".safetensors", ".pth", ".pt", ".bin", ".png", ""]
 
 
@@ -39,8 +42,9 @@ SUFFIXES = [".safetensors", ".pth", ".pt", ".bin", ".png", ""]
 def good_bank_bytes() -> bytes:
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "bank.safetensors"
-        MemoryBank(torch.randn(5, 3, generator=torch.Generator().manual_seed(0)),
-                   torch.arange(5)).save(path)
+        MemoryBank(
+            torch.randn(5, 3, generator=torch.Generator().manual_seed(0)), torch.arange(5)
+        ).save(path)
         return path.read_bytes()
 
 
@@ -62,35 +66,60 @@ def _torch_bytes(obj) -> bytes:
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=False)
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False)
     | st.text(max_size=8),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
-                                                                max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
     max_leaves=12,
 )
-tensor_entries = st.fixed_dictionaries({
-    "dtype": st.sampled_from(["F32", "F16", "BF16", "F64", "I64", "I32", "U8", "BOOL",
-                              "C64", "F8_E5M2", "XX"]),
-    "shape": st.lists(st.integers(0, 2**62), max_size=3),
-    "data_offsets": st.lists(st.integers(0, 2**62), min_size=2, max_size=2),
-})
+tensor_entries = st.fixed_dictionaries(
+    {
+        "dtype": st.sampled_from(
+            ["F32", "F16", "BF16", "F64", "I64", "I32", "U8", "BOOL", "C64", "F8_E5M2", "XX"]
+        ),
+        "shape": st.lists(st.integers(0, 2**62), max_size=3),
+        "data_offsets": st.lists(st.integers(0, 2**62), min_size=2, max_size=2),
+    }
+)
 random_headers = st.builds(
     _header_file,
-    json_values | st.dictionaries(
+    json_values
+    | st.dictionaries(
         st.sampled_from(["features", "labels", "__metadata__", "head.weight"]),
-        tensor_entries | json_values
-        | st.just({"captum_daam": "memory_bank/1"}), max_size=3),
+        tensor_entries | json_values | st.just({"captum_daam": "memory_bank/1"}),
+        max_size=3,
+    ),
     st.binary(max_size=64),
 )
 truncated_banks = st.integers(0, 10**6).map(
-    lambda n: good_bank_bytes()[: n % len(good_bank_bytes())])
+    lambda n: good_bank_bytes()[: n % len(good_bank_bytes())]
+)
 huge_declared = st.tuples(st.integers(20, 62), st.integers(20, 62)).map(
-    lambda e: _header_file({"__metadata__": {"captum_daam": "memory_bank/1"},
-                            "features": {"dtype": "F32", "shape": [2**e[0], 2**e[1]],
-                                         "data_offsets": [0, 2**e[0]]},
-                            "labels": {"dtype": "I64", "shape": [2**e[0]],
-                                       "data_offsets": [2**e[0], 2**e[0] + 8]}}, b"\0" * 16)
-    if e[0] % 2 else struct.pack("<Q", 2**e[1]) + b"{}")
+    lambda e: (
+        _header_file(
+            {
+                "__metadata__": {"captum_daam": "memory_bank/1"},
+                "features": {
+                    "dtype": "F32",
+                    "shape": [2 ** e[0], 2 ** e[1]],
+                    "data_offsets": [0, 2 ** e[0]],
+                },
+                "labels": {
+                    "dtype": "I64",
+                    "shape": [2 ** e[0]],
+                    "data_offsets": [2 ** e[0], 2 ** e[0] + 8],
+                },
+            },
+            b"\0" * 16,
+        )
+        if e[0] % 2
+        else struct.pack("<Q", 2 ** e[1]) + b"{}"
+    )
+)
 pickles = st.one_of(
     json_values.map(lambda v: pickle.dumps(v, protocol=2)),
     json_values.map(_torch_bytes),
@@ -104,15 +133,21 @@ def wrong_dimensions(draw) -> bytes:
     """A real safetensors file of 'features' and 'labels' that cannot form a bank."""
     features_shape = draw(st.lists(st.integers(0, 4), max_size=3))
     labels_shape = draw(st.lists(st.integers(0, 4), max_size=2))
-    features_dtype = draw(st.sampled_from([torch.float32, torch.float16, torch.int64,
-                                           torch.bool, torch.uint8]))
-    labels_dtype = draw(st.sampled_from([torch.int64, torch.int32, torch.float32,
-                                         torch.bool]))
+    features_dtype = draw(
+        st.sampled_from([torch.float32, torch.float16, torch.int64, torch.bool, torch.uint8])
+    )
+    labels_dtype = draw(st.sampled_from([torch.int64, torch.int32, torch.float32, torch.bool]))
     fill = draw(st.sampled_from([0.0, 1.0, float("nan"), float("inf")]))
-    valid = (len(features_shape) == 2 and len(labels_shape) == 1
-             and features_shape[0] == labels_shape[0] > 0 and features_shape[1] > 0
-             and features_dtype.is_floating_point and fill in (0.0, 1.0)
-             and not labels_dtype.is_floating_point and labels_dtype != torch.bool)
+    valid = (
+        len(features_shape) == 2
+        and len(labels_shape) == 1
+        and features_shape[0] == labels_shape[0] > 0
+        and features_shape[1] > 0
+        and features_dtype.is_floating_point
+        and fill in (0.0, 1.0)
+        and not labels_dtype.is_floating_point
+        and labels_dtype != torch.bool
+    )
     assume(not valid)
     features = torch.full(features_shape, fill).to(features_dtype)
     labels = torch.zeros(labels_shape).to(labels_dtype)
@@ -125,12 +160,22 @@ def wrong_dimensions(draw) -> bytes:
     return data
 
 
-bad_contents = st.one_of(truncated_banks, st.just(b""), st.binary(max_size=512),
-                         random_headers, huge_declared, pickles, wrong_dimensions())
+bad_contents = st.one_of(
+    truncated_banks,
+    st.just(b""),
+    st.binary(max_size=512),
+    random_headers,
+    huge_declared,
+    pickles,
+    wrong_dimensions(),
+)
 bad_files = st.one_of(
     st.tuples(st.just("file"), bad_contents, st.sampled_from(SUFFIXES)),
-    st.tuples(st.sampled_from(["directory", "symlink_loop", "missing"]), st.just(b""),
-              st.sampled_from(SUFFIXES)),
+    st.tuples(
+        st.sampled_from(["directory", "symlink_loop", "missing"]),
+        st.just(b""),
+        st.sampled_from(SUFFIXES),
+    ),
 )
 
 
@@ -177,15 +222,20 @@ def _wrong_labels_bank() -> bytes:
     weights, a state dict that fits no model)."""
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "bank.safetensors"
-        save_file({"features": torch.ones(3, 2), "labels": torch.zeros(3)}, str(path),
-                  metadata={"captum_daam": "memory_bank/1"})
+        save_file(
+            {"features": torch.ones(3, 2), "labels": torch.zeros(3)},
+            str(path),
+            metadata={"captum_daam": "memory_bank/1"},
+        )
         return path.read_bytes()
 
 
-ALWAYS = [("file", _wrong_labels_bank(), ".safetensors"),
-          ("file", good_bank_bytes()[:100], ".safetensors"),
-          ("file", pickle.dumps(Evil()), ".pth"),
-          ("symlink_loop", b"", ".safetensors")]
+ALWAYS = [
+    ("file", _wrong_labels_bank(), ".safetensors"),
+    ("file", good_bank_bytes()[:100], ".safetensors"),
+    ("file", pickle.dumps(Evil()), ".pth"),
+    ("symlink_loop", b"", ".safetensors"),
+]
 
 
 def always_tried(test):
@@ -217,8 +267,11 @@ def test_memory_bank_load_raises_only_invalid_file_error(base, bad):
 @always_tried
 def test_cli_with_a_bad_bank_is_one_line_and_status_2(base, tiny_image, bad):
     path = materialise(base, *bad)
-    assert_one_line_error(*run_cli("explain", tiny_image, "--ssl", "--bank", path,
-                                   "--out", base / "out", "--device", "cpu"))
+    assert_one_line_error(
+        *run_cli(
+            "explain", tiny_image, "--ssl", "--bank", path, "--out", base / "out", "--device", "cpu"
+        )
+    )
 
 
 @FUZZ
@@ -226,6 +279,17 @@ def test_cli_with_a_bad_bank_is_one_line_and_status_2(base, tiny_image, bad):
 @always_tried
 def test_cli_with_bad_weights_is_one_line_and_status_2(base, tiny_image, bad):
     path = materialise(base, *bad)
-    assert_one_line_error(*run_cli("explain", tiny_image, "--model", "deit_tiny_patch16_224",
-                                   "--weights", path, "--out", base / "out",
-                                   "--device", "cpu"))
+    assert_one_line_error(
+        *run_cli(
+            "explain",
+            tiny_image,
+            "--model",
+            "deit_tiny_patch16_224",
+            "--weights",
+            path,
+            "--out",
+            base / "out",
+            "--device",
+            "cpu",
+        )
+    )

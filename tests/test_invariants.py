@@ -34,8 +34,10 @@ def test_batch_equals_per_example(name, seed):
         assert single.targets[0] == batched.targets[i]
         scale = single.token_relevance.abs().max()
         torch.testing.assert_close(
-            batched.token_relevance[i : i + 1], single.token_relevance,
-            rtol=1e-4, atol=1e-5 * scale,
+            batched.token_relevance[i : i + 1],
+            single.token_relevance,
+            rtol=1e-4,
+            atol=1e-5 * scale,
         )
 
 
@@ -62,8 +64,9 @@ def test_decomposition_is_complete(name, seed):
         s = decompose(a0, v)
         torch.testing.assert_close(s.sum(1), z_row)
         weights = torch.randn_like(z_row)
-        torch.testing.assert_close(token_relevance(a0, v, weights),
-                                   torch.einsum("btc,bc->bt", s, weights))
+        torch.testing.assert_close(
+            token_relevance(a0, v, weights), torch.einsum("btc,bc->bt", s, weights)
+        )
 
 
 @given(name=st.sampled_from(sorted(FAMILIES)), seed=st.integers(0, 2**31 - 1))
@@ -73,16 +76,16 @@ def test_relevance_sums_to_weighted_class_output(name, seed):
     model = build(name)
     images = images_for(name, seed=seed, dtype=torch.float64)
     flow = DAAM(model).attribute(images, return_flow=True)
-    ref = reference_daam(model, attention_modules(model), images,
-                         num_prefix_tokens=model.num_prefix_tokens)
+    ref = reference_daam(
+        model, attention_modules(model), images, num_prefix_tokens=model.num_prefix_tokens
+    )
     expected = (ref.weights * ref.z_rows).sum(-1)
     torch.testing.assert_close(flow.token_relevance.sum(-1), expected)
 
 
 @given(name=st.sampled_from(sorted(FAMILIES)), seed=st.integers(0, 2**31 - 1))
 def test_accumulated_map_is_monotone_in_blocks(name, seed):
-    flow = DAAM(build(name, torch.float32)).attribute(images_for(name, seed=seed),
-                                                       return_flow=True)
+    flow = DAAM(build(name, torch.float32)).attribute(images_for(name, seed=seed), return_flow=True)
     assert torch.all(flow.block_maps >= 0)
     assert torch.all(flow.accumulated[:, 1:] >= flow.accumulated[:, :-1])
     torch.testing.assert_close(flow.accumulated[:, -1:], flow.final)
@@ -128,8 +131,7 @@ def test_inference_tensors_are_accepted():
     model = build("vit", torch.float32)
     with torch.inference_mode():
         images = images_for("vit")
-    torch.testing.assert_close(DAAM(model).attribute(images),
-                               DAAM(model).attribute(images.clone()))
+    torch.testing.assert_close(DAAM(model).attribute(images), DAAM(model).attribute(images.clone()))
 
 
 def test_reduced_precision_is_close_to_float32():
@@ -137,12 +139,12 @@ def test_reduced_precision_is_close_to_float32():
     model16 = build("vit", torch.bfloat16)
     images = images_for("vit", batch=2)
     flow32 = DAAM(model32).attribute(images, return_flow=True)
-    flow16 = DAAM(model16).attribute(images.bfloat16(), target=flow32.targets,
-                                     return_flow=True)
+    flow16 = DAAM(model16).attribute(images.bfloat16(), target=flow32.targets, return_flow=True)
     assert flow16.final.dtype == torch.float32
     a, b = flow32.token_relevance.flatten(1), flow16.token_relevance.flatten(1)
-    correlation = torch.nn.functional.cosine_similarity(a - a.mean(1, keepdim=True),
-                                                        b - b.mean(1, keepdim=True))
+    correlation = torch.nn.functional.cosine_similarity(
+        a - a.mean(1, keepdim=True), b - b.mean(1, keepdim=True)
+    )
     assert torch.all(correlation > 0.95), correlation
 
 

@@ -113,8 +113,7 @@ def test_load_rejects_other_files(tmp_path):
 def _bank_file(path, features, labels, fmt="memory_bank/1"):
     from safetensors.torch import save_file
 
-    save_file({"features": features, "labels": labels}, str(path),
-              metadata={"captum_daam": fmt})
+    save_file({"features": features, "labels": labels}, str(path), metadata={"captum_daam": fmt})
     return path
 
 
@@ -127,10 +126,13 @@ def _bad_bank(tmp_path, kind):
     good.save(tmp_path / "good.safetensors")
     data = (tmp_path / "good.safetensors").read_bytes()
     path = tmp_path / f"{kind}.safetensors"
-    header = json.dumps({"__metadata__": {"captum_daam": "memory_bank/1"},
-                         "features": {"dtype": "F32", "shape": [2**40, 2**40],
-                                      "data_offsets": [0, 16]},
-                         "labels": {"dtype": "I64", "shape": [1], "data_offsets": [16, 24]}})
+    header = json.dumps(
+        {
+            "__metadata__": {"captum_daam": "memory_bank/1"},
+            "features": {"dtype": "F32", "shape": [2**40, 2**40], "data_offsets": [0, 16]},
+            "labels": {"dtype": "I64", "shape": [1], "data_offsets": [16, 24]},
+        }
+    )
     contents = {
         "truncated": data[: len(data) - 7],
         "truncated_header": data[:20],
@@ -167,10 +169,26 @@ def _bad_bank(tmp_path, kind):
     return path
 
 
-BAD_BANKS = ["truncated", "truncated_header", "garbage_header", "zero_bytes", "huge_header",
-             "huge_shape", "png", "pickle", "features_1d", "labels_float", "labels_2d",
-             "lengths_differ", "nan", "int_features", "empty", "directory", "symlink_loop",
-             "missing"]
+BAD_BANKS = [
+    "truncated",
+    "truncated_header",
+    "garbage_header",
+    "zero_bytes",
+    "huge_header",
+    "huge_shape",
+    "png",
+    "pickle",
+    "features_1d",
+    "labels_float",
+    "labels_2d",
+    "lengths_differ",
+    "nan",
+    "int_features",
+    "empty",
+    "directory",
+    "symlink_loop",
+    "missing",
+]
 
 
 @pytest.mark.parametrize("kind", BAD_BANKS)
@@ -193,8 +211,11 @@ def test_save_to_an_unwritable_path_is_a_clear_error(tmp_path):
 
     bank = MemoryBank(torch.randn(3, 2), torch.arange(3))
     (tmp_path / "file.txt").write_text("x")
-    for path in (tmp_path, tmp_path / "no" / "bank.safetensors",
-                 tmp_path / "file.txt" / "bank.safetensors"):
+    for path in (
+        tmp_path,
+        tmp_path / "no" / "bank.safetensors",
+        tmp_path / "file.txt" / "bank.safetensors",
+    ):
         with pytest.raises(InvalidFileError, match="cannot write the memory bank to"):
             bank.save(path)
     with pytest.raises(TypeError, match="floating torch.dtype"):
@@ -219,18 +240,22 @@ def test_bank_errors_are_the_librarys():
 
 def _images(n, seed=0):
     g = torch.Generator().manual_seed(seed)
-    return (torch.randn(n, 3, 32, 32, generator=g, dtype=torch.float64),
-            torch.randint(0, 4, (n,), generator=g))
+    return (
+        torch.randn(n, 3, 32, 32, generator=g, dtype=torch.float64),
+        torch.randint(0, 4, (n,), generator=g),
+    )
 
 
 def test_build_embeds_the_class_token_feature_in_batches():
     model = build("dino")
     images, labels = _images(7)
-    from_tensors = MemoryBank.build(model, images, labels=labels, batch_size=3,
-                                    dtype=torch.float64, progress=False)
+    from_tensors = MemoryBank.build(
+        model, images, labels=labels, batch_size=3, dtype=torch.float64, progress=False
+    )
     with torch.no_grad():
-        expected = F.normalize(model.forward_head(model.forward_features(images),
-                                                  pre_logits=True), dim=1)
+        expected = F.normalize(
+            model.forward_head(model.forward_features(images), pre_logits=True), dim=1
+        )
     torch.testing.assert_close(from_tensors.features, expected)
     assert torch.equal(from_tensors.labels, labels)
     assert from_tensors.metadata["model"] == "vit_small_patch16_224"
@@ -241,11 +266,15 @@ def test_build_embeds_the_class_token_feature_in_batches():
     as32 = MemoryBank.build(model, loader, progress=False)
     assert as32.dtype == torch.float32
     # A sampler that visits part of the dataset: the bank holds what it visits.
-    part = DataLoader(TensorDataset(images, labels), batch_size=2,
-                      sampler=torch.utils.data.SubsetRandomSampler([5, 1, 3]))
+    part = DataLoader(
+        TensorDataset(images, labels),
+        batch_size=2,
+        sampler=torch.utils.data.SubsetRandomSampler([5, 1, 3]),
+    )
     partial = MemoryBank.build(model, part, dtype=torch.float64, progress=False)
     assert len(partial) == 3 and sorted(partial.labels.tolist()) == sorted(
-        labels[[5, 1, 3]].tolist())
+        labels[[5, 1, 3]].tolist()
+    )
 
 
 def test_bank_validation_errors():
@@ -273,8 +302,7 @@ def test_bank_validation_errors():
     with pytest.raises(TypeError, match=r"\(images, labels, \.\.\.\)"):
         MemoryBank.build(model, DataLoader(images, batch_size=2), progress=False)
     with pytest.raises(ValueError, match="data yielded no images"):
-        MemoryBank.build(model, DataLoader(TensorDataset(images[:0], labels[:0])),
-                         progress=False)
+        MemoryBank.build(model, DataLoader(TensorDataset(images[:0], labels[:0])), progress=False)
 
 
 def test_core_search_restricted_by_class_needs_the_row_labels():
@@ -282,8 +310,13 @@ def test_core_search_restricted_by_class_needs_the_row_labels():
     with pytest.raises(ValueError, match="pass row_labels"):
         top_k_cosine(rows, torch.randn(2, 4), 2, query_labels=torch.tensor([0, 1]))
     with pytest.raises(ValueError, match="one class per query"):
-        top_k_cosine(rows, torch.randn(2, 4), 2, row_labels=torch.zeros(6, dtype=torch.long),
-                     query_labels=torch.tensor([0]))
+        top_k_cosine(
+            rows,
+            torch.randn(2, 4),
+            2,
+            row_labels=torch.zeros(6, dtype=torch.long),
+            query_labels=torch.tensor([0]),
+        )
     assert l2_normalise(torch.zeros(1, 3, dtype=torch.float16)).dtype == torch.float32
 
 
@@ -325,8 +358,9 @@ WORKER_IMAGES = 7  # odd: uneven shards, and DistributedSampler pads with a dupl
 
 def _single_process_bank():
     images, labels = _images(WORKER_IMAGES, seed=11)
-    return MemoryBank.build(build("dino"), images, labels=labels, batch_size=2,
-                            dtype=torch.float64, progress=False)
+    return MemoryBank.build(
+        build("dino"), images, labels=labels, batch_size=2, dtype=torch.float64, progress=False
+    )
 
 
 def test_two_process_build_equals_single_process_build(tmp_path):
@@ -337,8 +371,9 @@ def test_two_process_build_equals_single_process_build(tmp_path):
             bank = MemoryBank.load(tmp_path / f"{kind}_rank{rank}.safetensors")
             assert len(bank) == WORKER_IMAGES, kind
             assert torch.equal(bank.labels, expected.labels), kind
-            torch.testing.assert_close(bank.features, expected.features, rtol=1e-12,
-                                       atol=1e-12, msg=kind)
+            torch.testing.assert_close(
+                bank.features, expected.features, rtol=1e-12, atol=1e-12, msg=kind
+            )
 
 
 def _worker(out: Path) -> None:
@@ -351,15 +386,18 @@ def _worker(out: Path) -> None:
     loaders = {
         "sequential": DataLoader(dataset, batch_size=2),
         "distributed_sampler": DataLoader(
-            dataset, batch_size=2, sampler=DistributedSampler(dataset, shuffle=False)),
+            dataset, batch_size=2, sampler=DistributedSampler(dataset, shuffle=False)
+        ),
         "shuffled_sampler": DataLoader(
-            dataset, batch_size=2, sampler=DistributedSampler(dataset, shuffle=True, seed=3)),
+            dataset, batch_size=2, sampler=DistributedSampler(dataset, shuffle=True, seed=3)
+        ),
     }
     for kind, loader in loaders.items():
         bank = MemoryBank.build(model, loader, dtype=torch.float64, progress=False)
         bank.save(out / f"{kind}_rank{rank}.safetensors")
-    bank = MemoryBank.build(model, images, labels=labels, batch_size=2, dtype=torch.float64,
-                            progress=False)
+    bank = MemoryBank.build(
+        model, images, labels=labels, batch_size=2, dtype=torch.float64, progress=False
+    )
     bank.save(out / f"tensors_rank{rank}.safetensors")
     torch.distributed.destroy_process_group()
 

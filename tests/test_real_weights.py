@@ -30,18 +30,21 @@ def deit_tiny(data_dir):
 @pytest.fixture(scope="module")
 def report_images(deit_tiny, data_dir):
     transform = create_transform(**resolve_data_config({}, model=deit_tiny))
-    return ImageNetSubset(data_dir / "imagenet_val_subset", transform,
-                          split_files(data_dir, "report"))
+    return ImageNetSubset(
+        data_dir / "imagenet_val_subset", transform, split_files(data_dir, "report")
+    )
 
 
 def test_real_weights_match_the_explicit_reference(deit_tiny, report_images):
     images = torch.stack([report_images[i][0] for i in range(2)])
     flow = DAAM(deit_tiny).attribute(images, return_flow=True)
-    ref = reference_daam(deit_tiny, [b.attn for b in deit_tiny.blocks], images,
-                         grid_size=flow.grid_size)
+    ref = reference_daam(
+        deit_tiny, [b.attn for b in deit_tiny.blocks], images, grid_size=flow.grid_size
+    )
     assert torch.equal(flow.targets, ref.targets)
-    assert_close_per_row(flow.token_relevance, ref.token_relevance,
-                         rtol=1e-3, atol=2e-3)  # float32 through 12 blocks
+    assert_close_per_row(
+        flow.token_relevance, ref.token_relevance, rtol=1e-3, atol=2e-3
+    )  # float32 through 12 blocks
 
 
 def test_all_queries_mode_matches_its_reference_on_real_weights(deit_tiny, report_images):
@@ -49,8 +52,9 @@ def test_all_queries_mode_matches_its_reference_on_real_weights(deit_tiny, repor
     flow = DAAM(deit_tiny, queries="all").attribute(images, return_flow=True)
     ref = reference_vit(deit_tiny, images)
     assert torch.equal(flow.targets, ref.targets)
-    assert_close_per_row(flow.token_relevance, ref.token_relevance,
-                         rtol=1e-3, atol=2e-3)  # float32 through 12 blocks
+    assert_close_per_row(
+        flow.token_relevance, ref.token_relevance, rtol=1e-3, atol=2e-3
+    )  # float32 through 12 blocks
 
 
 def test_maps_put_more_mass_inside_boxes_than_uniform(deit_tiny, report_images):
@@ -64,8 +68,10 @@ def test_maps_put_more_mass_inside_boxes_than_uniform(deit_tiny, report_images):
         hits.append(flow.targets == labels)
     energy, area, accuracy = torch.cat(energies), torch.cat(areas), torch.cat(hits).double()
     ratio = energy / area
-    figures = (f"n={len(energy)} top1={accuracy.mean():.3f} energy={energy.mean():.3f} "
-               f"uniform={area.mean():.3f} share(ratio>1)={(ratio > 1).double().mean():.3f}")
+    figures = (
+        f"n={len(energy)} top1={accuracy.mean():.3f} energy={energy.mean():.3f} "
+        f"uniform={area.mean():.3f} share(ratio>1)={(ratio > 1).double().mean():.3f}"
+    )
     print(figures)
     assert accuracy.mean() > 0.7, figures  # the weights are the real ones
     # Select half: energy 0.732 vs uniform 0.583; ratio > 1 on 86.5% of images.

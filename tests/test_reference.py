@@ -65,8 +65,13 @@ def test_layer_subset_matches_reference_rows(name, chosen, seed):
     blocks = sorted(chosen)
     layers = [model.blocks[i].attn for i in reversed(blocks)]  # order must not matter
     flow = DAAM(model, layer=layers).attribute(images, return_flow=True)
-    ref = reference_daam(model, attention_modules(model), images,
-                         num_prefix_tokens=model.num_prefix_tokens, grid_size=flow.grid_size)
+    ref = reference_daam(
+        model,
+        attention_modules(model),
+        images,
+        num_prefix_tokens=model.num_prefix_tokens,
+        grid_size=flow.grid_size,
+    )
     assert flow.layer_names == tuple(f"blocks.{i}.attn" for i in blocks)
     assert_close_scaled(flow.block_maps, ref.block_maps[:, blocks])
     assert_close_scaled(flow.accumulated, ref.block_maps[:, blocks].cumsum(1))
@@ -99,6 +104,7 @@ def test_fused_and_explicit_attention_give_the_same_maps(fused):
     finally:
         for block, flag in zip(model.blocks, before):
             block.attn.fused_attn = flag
-    ref = reference_daam(model, attention_modules(model), images,
-                         num_prefix_tokens=1, grid_size=flow.grid_size)
+    ref = reference_daam(
+        model, attention_modules(model), images, num_prefix_tokens=1, grid_size=flow.grid_size
+    )
     assert_close_scaled(flow.token_relevance, ref.token_relevance)

@@ -37,8 +37,7 @@ def cases(draw):
     k = draw(st.integers(1, min(size, 6)))
     temperature = draw(st.sampled_from([0.03, 0.07, 0.5, 2.0]))
     targets = draw(
-        st.none()
-        | st.lists(st.integers(0, num_classes - 1), min_size=batch, max_size=batch)
+        st.none() | st.lists(st.integers(0, num_classes - 1), min_size=batch, max_size=batch)
     )
     relu = draw(st.booleans())
     seed = draw(st.integers(0, 2**31 - 1))
@@ -55,12 +54,19 @@ def test_matches_explicit_reference(case):
     features, labels = random_bank(size, model.embed_dim, num_classes, seed)
     bank = MemoryBank(features, labels)
 
-    explainer = SelfSupervisedDAAM(model, bank, k=k, temperature=temperature,
-                                   relu_weights=relu)
+    explainer = SelfSupervisedDAAM(model, bank, k=k, temperature=temperature, relu_weights=relu)
     flow = explainer.attribute(images, target=targets, return_flow=True)
     ref = reference_ssl_daam(
-        model, attention_modules(model), images, features, labels, k, temperature,
-        target=targets, signed=not relu, num_prefix_tokens=model.num_prefix_tokens,
+        model,
+        attention_modules(model),
+        images,
+        features,
+        labels,
+        k,
+        temperature,
+        target=targets,
+        signed=not relu,
+        num_prefix_tokens=model.num_prefix_tokens,
         grid_size=flow.grid_size,
     )
 
@@ -71,7 +77,7 @@ def test_matches_explicit_reference(case):
     torch.testing.assert_close(flow.neighbour_similarities, ref.neighbour_similarities)
     assert torch.equal(flow.neighbour_labels, labels[ref.neighbour_indices])
     for row, support in zip(flow.support_indices.tolist(), ref.support):
-        assert row[: len(support)] == support and all(j == -1 for j in row[len(support):])
+        assert row[: len(support)] == support and all(j == -1 for j in row[len(support) :])
     torch.testing.assert_close(flow.importance, ref.importance)
     torch.testing.assert_close(flow.scores, ref.scores)
     assert_close_scaled(flow.token_relevance, ref.token_relevance)
@@ -88,18 +94,27 @@ def test_matches_explicit_reference(case):
 def test_an_explicit_target_absent_from_the_neighbours_uses_its_nearest_entries(name):
     model = build(name)
     image_size = FAMILIES[name].sizes[0]
-    images = torch.randn(2, 3, *image_size, dtype=torch.float64,
-                         generator=torch.Generator().manual_seed(7))
+    images = torch.randn(
+        2, 3, *image_size, dtype=torch.float64, generator=torch.Generator().manual_seed(7)
+    )
     features, labels = random_bank(30, model.embed_dim, 6, seed=7)
     k = 3
     explainer = SelfSupervisedDAAM(model, MemoryBank(features, labels), k=k)
     voted = explainer.attribute(images, return_flow=True)
-    absent = [next(c for c in range(6) if c not in row) for row in
-              voted.neighbour_labels.tolist()]
+    absent = [next(c for c in range(6) if c not in row) for row in voted.neighbour_labels.tolist()]
     flow = explainer.attribute(images, target=absent, return_flow=True)
-    ref = reference_ssl_daam(model, attention_modules(model), images, features, labels, k,
-                             0.07, target=absent, num_prefix_tokens=model.num_prefix_tokens,
-                             grid_size=flow.grid_size)
+    ref = reference_ssl_daam(
+        model,
+        attention_modules(model),
+        images,
+        features,
+        labels,
+        k,
+        0.07,
+        target=absent,
+        num_prefix_tokens=model.num_prefix_tokens,
+        grid_size=flow.grid_size,
+    )
     assert flow.targets.tolist() == absent
     assert torch.equal(flow.voted_class, voted.voted_class)
     for row, support, c in zip(flow.support_indices.tolist(), ref.support, absent):
@@ -135,14 +150,15 @@ def test_scaling_the_feature_scales_the_maps_and_nothing_else():
 
     source = torch.randn(12, 3, 28, 28, dtype=torch.float64)
     labels = torch.arange(12) % 3
-    bank = MemoryBank.build(model, source, labels=labels, dtype=torch.float64,
-                            progress=False)
-    bank3 = MemoryBank.build(model, source, labels=labels, feature_fn=tripled,
-                             dtype=torch.float64, progress=False)
+    bank = MemoryBank.build(model, source, labels=labels, dtype=torch.float64, progress=False)
+    bank3 = MemoryBank.build(
+        model, source, labels=labels, feature_fn=tripled, dtype=torch.float64, progress=False
+    )
     torch.testing.assert_close(bank.features, bank3.features)
     plain = SelfSupervisedDAAM(model, bank, k=5).attribute(images, return_flow=True)
     scaled = SelfSupervisedDAAM(model, bank3, k=5, feature_fn=tripled).attribute(
-        images, return_flow=True)
+        images, return_flow=True
+    )
     assert torch.equal(plain.voted_class, scaled.voted_class)
     torch.testing.assert_close(scaled.importance, plain.importance)
     torch.testing.assert_close(scaled.scores, 3 * plain.scores)
@@ -155,7 +171,8 @@ def test_relu_weights_keep_only_positive_channel_coefficients():
     bank = MemoryBank(*random_bank(20, model.embed_dim, 3, seed=2))
     signed = SelfSupervisedDAAM(model, bank, k=5).attribute(images, return_flow=True)
     relu = SelfSupervisedDAAM(model, bank, k=5, relu_weights=True).attribute(
-        images, return_flow=True)
+        images, return_flow=True
+    )
     # Same score and vote; the maps differ because negative coefficients are dropped.
     torch.testing.assert_close(signed.scores, relu.scores)
     assert not torch.allclose(signed.token_relevance, relu.token_relevance)
@@ -168,7 +185,8 @@ def test_an_attention_mask_reaches_the_features():
     mask = torch.ones(17, 17, dtype=torch.bool)
     mask[:, 3:9] = False
     flow = SelfSupervisedDAAM(model, bank, k=5).attribute(
-        images, additional_forward_args=(mask,), return_flow=True)
+        images, additional_forward_args=(mask,), return_flow=True
+    )
     assert torch.all(flow.token_relevance[:, :, 3:9] == 0)
 
 
@@ -206,8 +224,10 @@ def test_data_parallel_wrapper_and_training_mode_warning():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # no GPU: DataParallel warns and runs the module
         wrapped = torch.nn.DataParallel(model)
-    torch.testing.assert_close(SelfSupervisedDAAM(wrapped, bank, k=3).attribute(images),
-                               SelfSupervisedDAAM(model, bank, k=3).attribute(images))
+    torch.testing.assert_close(
+        SelfSupervisedDAAM(wrapped, bank, k=3).attribute(images),
+        SelfSupervisedDAAM(model, bank, k=3).attribute(images),
+    )
     model.train()
     try:
         with pytest.warns(UserWarning, match="training mode"):
@@ -258,10 +278,12 @@ def test_vote_and_weights_by_hand():
     z = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [9.0, 9.0, 9.0]]])
     valid = torch.tensor([[True, True, False]])
     # u = (0.3, 0.4, 0) -> w = (0.75, 1, 0)
-    torch.testing.assert_close(importance_weights(f_hat, z, valid),
-                               torch.tensor([[0.75, 1.0, 0.0]]))
-    flat = importance_weights(torch.ones(1, 3) / 3 ** 0.5, torch.ones(1, 1, 3),
-                              torch.ones(1, 1, dtype=torch.bool))
+    torch.testing.assert_close(
+        importance_weights(f_hat, z, valid), torch.tensor([[0.75, 1.0, 0.0]])
+    )
+    flat = importance_weights(
+        torch.ones(1, 3) / 3**0.5, torch.ones(1, 1, 3), torch.ones(1, 1, dtype=torch.bool)
+    )
     assert torch.equal(flat, torch.ones(1, 3))
 
 
@@ -287,8 +309,9 @@ def test_clear_errors():
     with pytest.raises(ValueError, match="48 dimensions but the memory bank holds 32"):
         SelfSupervisedDAAM(model, small, k=3).attribute(images)
     with pytest.raises(ValueError, match=r"\(N, D\)"):
-        SelfSupervisedDAAM(model, bank, k=3,
-                           feature_fn=lambda m, x: m.forward_features(x)).attribute(images)
+        SelfSupervisedDAAM(
+            model, bank, k=3, feature_fn=lambda m, x: m.forward_features(x)
+        ).attribute(images)
 
 
 # ----------------------------------------------------------------------------- real weights
@@ -308,8 +331,9 @@ def real_run(data_dir):
     root = data_dir / "imagenet_val_subset"
     select = ImageNetSubset(root, transform, split_files(data_dir, "select"))
     report = ImageNetSubset(root, transform, split_files(data_dir, "report"))
-    bank = MemoryBank.build(model, torch.utils.data.DataLoader(select, batch_size=50),
-                            progress=False)
+    bank = MemoryBank.build(
+        model, torch.utils.data.DataLoader(select, batch_size=50), progress=False
+    )
     explainer = SelfSupervisedDAAM(model, bank)  # k=20, T=0.07
     voted, labels, energy, area, first = [], [], [], [], None
     for images, batch_labels, masks in torch.utils.data.DataLoader(report, batch_size=50):
@@ -319,8 +343,15 @@ def real_run(data_dir):
         labels.append(batch_labels)
         energy.append(energy_in_boxes(upsample(flow.final, masks.shape[-2:]), masks))
         area.append(masks.double().mean(dim=(-2, -1)))
-    return dict(model=model, bank=bank, voted=torch.cat(voted), labels=torch.cat(labels),
-                energy=torch.cat(energy), area=torch.cat(area), first=first)
+    return dict(
+        model=model,
+        bank=bank,
+        voted=torch.cat(voted),
+        labels=torch.cat(labels),
+        energy=torch.cat(energy),
+        area=torch.cat(area),
+        first=first,
+    )
 
 
 def test_real_weights_knn_vote_beats_chance(real_run):
@@ -328,9 +359,11 @@ def test_real_weights_knn_vote_beats_chance(real_run):
     chance = 1 / len(bank.classes)
     reachable = torch.isin(labels, bank.classes)
     accuracy = (voted == labels).double().mean().item()
-    figures = (f"bank={len(bank)} classes={len(bank.classes)} chance={chance:.4f} "
-               f"accuracy={accuracy:.3f} reachable={reachable.double().mean():.3f} "
-               f"accuracy_on_reachable={(voted == labels)[reachable].double().mean():.3f}")
+    figures = (
+        f"bank={len(bank)} classes={len(bank.classes)} chance={chance:.4f} "
+        f"accuracy={accuracy:.3f} reachable={reachable.double().mean():.3f} "
+        f"accuracy_on_reachable={(voted == labels)[reachable].double().mean():.3f}"
+    )
     print(figures)
     # One or two bank images per class, 25% of report images have their class in the
     # bank at all: an upper bound of 0.25. Select-split 2-fold: see docs/self_supervised.md.
@@ -340,8 +373,10 @@ def test_real_weights_knn_vote_beats_chance(real_run):
 def test_real_weights_maps_put_more_mass_inside_boxes_than_uniform(real_run):
     energy, area = real_run["energy"], real_run["area"]
     ratio = energy / area
-    figures = (f"n={len(energy)} energy={energy.mean():.3f} uniform={area.mean():.3f} "
-               f"share(ratio>1)={(ratio > 1).double().mean():.3f}")
+    figures = (
+        f"n={len(energy)} energy={energy.mean():.3f} uniform={area.mean():.3f} "
+        f"share(ratio>1)={(ratio > 1).double().mean():.3f}"
+    )
     print(figures)
     assert (ratio > 1).double().mean() >= 0.7, figures
     assert energy.mean() - area.mean() >= 0.06, figures
@@ -350,13 +385,21 @@ def test_real_weights_maps_put_more_mass_inside_boxes_than_uniform(real_run):
 def test_real_weights_match_the_explicit_reference(real_run):
     model, bank = real_run["model"], real_run["bank"]
     images, flow = real_run["first"]
-    ref = reference_ssl_daam(model, [b.attn for b in model.blocks], images,
-                             bank.features, bank.labels, k=20, temperature=0.07,
-                             grid_size=flow.grid_size)
+    ref = reference_ssl_daam(
+        model,
+        [b.attn for b in model.blocks],
+        images,
+        bank.features,
+        bank.labels,
+        k=20,
+        temperature=0.07,
+        grid_size=flow.grid_size,
+    )
     assert torch.equal(flow.voted_class[:2], ref.voted)
     assert torch.equal(flow.neighbour_indices[:2], ref.neighbour_indices)
     torch.testing.assert_close(flow.importance[:2], ref.importance, rtol=1e-4, atol=1e-4)
     relevance = flow.token_relevance[:2]
     scale = ref.token_relevance.abs().amax(dim=-1, keepdim=True)
-    torch.testing.assert_close(relevance / scale, ref.token_relevance / scale,
-                               rtol=1e-3, atol=2e-3)  # float32 through 12 blocks
+    torch.testing.assert_close(
+        relevance / scale, ref.token_relevance / scale, rtol=1e-3, atol=2e-3
+    )  # float32 through 12 blocks

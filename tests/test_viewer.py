@@ -41,8 +41,7 @@ def explained():
 
 
 def page_data(page: str) -> dict:
-    match = re.search(r'<script type="application/json" id="daam-data">(.*?)</script>',
-                      page, re.S)
+    match = re.search(r'<script type="application/json" id="daam-data">(.*?)</script>', page, re.S)
     assert match, "the page embeds its data"
     return json.loads(match.group(1))
 
@@ -68,8 +67,14 @@ def test_top_k_flows_explain_the_ranked_classes(explained):
 
 def test_page_embeds_the_display_frames_and_nothing_external(explained, tmp_path):
     _, images, flows = explained
-    path = write_flow_viewer(tmp_path / "flow.html", images, flows, class_names=NAMES,
-                             image_names=["a.jpg", "b.jpg"], image_format="png")
+    path = write_flow_viewer(
+        tmp_path / "flow.html",
+        images,
+        flows,
+        class_names=NAMES,
+        image_names=["a.jpg", "b.jpg"],
+        image_format="png",
+    )
     page = path.read_text(encoding="utf-8")
     data = page_data(page)
     blocks = flows[0].num_blocks
@@ -82,15 +87,15 @@ def test_page_embeds_the_display_frames_and_nothing_external(explained, tmp_path
             flow = flows[rank]
             assert entry["target"] == int(flow.targets[i])
             assert entry["label"] == NAMES[entry["target"]]
-            np.testing.assert_allclose(entry["contributions"], flow.contributions()[i],
-                                       rtol=1e-6)
+            np.testing.assert_allclose(entry["contributions"], flow.contributions()[i], rtol=1e-6)
             for which in ("accumulated", "block_maps"):
                 assert len(entry[which]) == blocks
                 frames = display_frames(flow, i, "sigmoid", which)
                 for b in range(blocks):
                     expected = np.clip(jet(frames[b])[..., :3], 0, 1) * 255 + 0.5
-                    np.testing.assert_array_equal(decode(entry[which][b]),
-                                                  expected.astype(np.uint8))
+                    np.testing.assert_array_equal(
+                        decode(entry[which][b]), expected.astype(np.uint8)
+                    )
     # Offline: no scripts, styles, images or fonts from anywhere but the page itself.
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//)""", page)
     assert "url(" not in page and "@import" not in page
@@ -108,6 +113,7 @@ def test_page_rejects_mismatched_flows(explained):
 
 
 # --- a real browser ----------------------------------------------------------------
+
 
 def chromium_binary():
     for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
@@ -130,11 +136,23 @@ class Chromium:
         os.close(from_child_w)
         self.log = open(os.path.join(self.profile, "chromium.log"), "wb")
         args = [
-            binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-            "--no-first-run", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--disable-extensions", "--mute-audio", "--hide-scrollbars",
-            "--force-device-scale-factor=1", f"--window-size={width},{height}",
-            f"--user-data-dir={self.profile}", "--remote-debugging-pipe", "about:blank",
+            binary,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-extensions",
+            "--mute-audio",
+            "--hide-scrollbars",
+            "--force-device-scale-factor=1",
+            f"--window-size={width},{height}",
+            f"--user-data-dir={self.profile}",
+            "--remote-debugging-pipe",
+            "about:blank",
         ]
         actions = [
             (os.POSIX_SPAWN_DUP2, child[0], 3),
@@ -193,7 +211,8 @@ class Chromium:
     def open_page(self) -> None:
         target = self.send("Target.createTarget", {"url": "about:blank"}, browser=True)
         self.session = self.send(
-            "Target.attachToTarget", {"targetId": target["targetId"], "flatten": True},
+            "Target.attachToTarget",
+            {"targetId": target["targetId"], "flatten": True},
             browser=True,
         )["sessionId"]
         for domain in ("Page", "Runtime", "Network"):
@@ -204,8 +223,7 @@ class Chromium:
         self.wait_event("Page.loadEventFired")
 
     def evaluate(self, expression: str):
-        result = self.send("Runtime.evaluate", {"expression": expression,
-                                                "returnByValue": True})
+        result = self.send("Runtime.evaluate", {"expression": expression, "returnByValue": True})
         if "exceptionDetails" in result:
             raise RuntimeError(f"{expression}: {result['exceptionDetails']}")
         return result["result"].get("value")
@@ -219,13 +237,17 @@ class Chromium:
 
     def click(self, x: float, y: float) -> None:
         for kind in ("mousePressed", "mouseReleased"):
-            self.send("Input.dispatchMouseEvent", {"type": kind, "x": x, "y": y,
-                                                   "button": "left", "clickCount": 1})
+            self.send(
+                "Input.dispatchMouseEvent",
+                {"type": kind, "x": x, "y": y, "button": "left", "clickCount": 1},
+            )
 
     def key(self, key: str, code: int) -> None:
         for kind in ("rawKeyDown", "keyUp"):
-            self.send("Input.dispatchKeyEvent", {"type": kind, "key": key, "code": key,
-                                                 "windowsVirtualKeyCode": code})
+            self.send(
+                "Input.dispatchKeyEvent",
+                {"type": kind, "key": key, "code": key, "windowsVirtualKeyCode": code},
+            )
 
     def screenshot(self) -> np.ndarray:
         shot = self.send("Page.captureScreenshot", {"format": "png"})
@@ -234,8 +256,7 @@ class Chromium:
 
     def close(self) -> None:
         try:
-            os.write(self.writer, json.dumps({"id": 0, "method": "Browser.close"}).encode()
-                     + b"\0")
+            os.write(self.writer, json.dumps({"id": 0, "method": "Browser.close"}).encode() + b"\0")
         except OSError:
             pass
         deadline = time.monotonic() + 10
@@ -256,8 +277,10 @@ class Chromium:
 def browser():
     binary = chromium_binary()
     if binary is None:
-        pytest.skip("no Chromium binary on PATH: install Debian's chromium package "
-                    "(apt-get install -y chromium), as .ci/run does")
+        pytest.skip(
+            "no Chromium binary on PATH: install Debian's chromium package "
+            "(apt-get install -y chromium), as .ci/run does"
+        )
     chromium = Chromium(binary)
     try:
         chromium.open_page()
@@ -314,7 +337,8 @@ def test_viewer_in_headless_chromium(explained, browser, tmp_path):
         assert state["frame"] == f"{panel}/0/accumulated/0"
     assert "block=1" in browser.evaluate("location.hash")
     assert browser.evaluate("document.getElementById('block-label').textContent").startswith(
-        "D1 of 3")
+        "D1 of 3"
+    )
     after = browser.screenshot()
     assert before.shape == after.shape
     changed = np.abs(crop(before, stack).astype(int) - crop(after, stack).astype(int))
@@ -346,8 +370,9 @@ def test_viewer_in_headless_chromium(explained, browser, tmp_path):
 
     # Editing the link changes the view; a shared link opens in its state.
     browser.evaluate("location.hash = '#block=3&mode=block&rank=0'")
-    browser.wait_for("document.querySelector('#panel-1 img.heat').dataset.frame"
-                     " === '1/0/block_maps/2'")
+    browser.wait_for(
+        "document.querySelector('#panel-1 img.heat').dataset.frame === '1/0/block_maps/2'"
+    )
     assert shown(browser, 1)["src"] == frames[1][0]["block_maps"][2]
     browser.navigate("about:blank")
     browser.navigate(path.as_uri() + "#block=2&mode=acc&rank=1&opacity=0.8")
@@ -356,8 +381,11 @@ def test_viewer_in_headless_chromium(explained, browser, tmp_path):
         assert state["src"] == frames[panel][1]["accumulated"][1]
         assert float(state["opacity"]) == pytest.approx(0.8)
 
-    requests = [e["params"]["request"]["url"] for e in browser.events
-                if e.get("method") == "Network.requestWillBeSent"]
+    requests = [
+        e["params"]["request"]["url"]
+        for e in browser.events
+        if e.get("method") == "Network.requestWillBeSent"
+    ]
     assert requests and all(url.startswith(("file:", "data:")) for url in requests), requests
     errors = [e for e in browser.events if e.get("method") == "Runtime.exceptionThrown"]
     assert not errors, errors
@@ -370,8 +398,15 @@ def test_page_is_the_package_assets_filled_once(explained):
 
     _, images, flows = explained
     names = [f"{{{{title}}}} {{{{data}}}} {i}" for i in range(NUM_CLASSES)]
-    page = render_flow_viewer(images, flows, class_names=names, title="T {{css}} <&>",
-                              alpha=0.3, display_size=200, frame_ms=250)
+    page = render_flow_viewer(
+        images,
+        flows,
+        class_names=names,
+        title="T {{css}} <&>",
+        alpha=0.3,
+        display_size=200,
+        frame_ms=250,
+    )
     assets = files("captum_daam.viewer").joinpath("assets")
     css = assets.joinpath("viewer.css").read_text(encoding="utf-8")
     script = assets.joinpath("viewer.js").read_text(encoding="utf-8")
@@ -382,8 +417,10 @@ def test_page_is_the_package_assets_filled_once(explained):
     assert page_data(page)["images"][0]["classes"][0]["label"].startswith("{{title}} {{data}}")
     # A style object gives the same page as its keywords.
     style = FlowStyle(alpha=0.3, display_size=200, frame_ms=250)
-    assert render_flow_viewer(images, flows, class_names=names, title="T {{css}} <&>",
-                              style=style) == page
+    assert (
+        render_flow_viewer(images, flows, class_names=names, title="T {{css}} <&>", style=style)
+        == page
+    )
 
 
 def test_page_refuses_bad_options_by_name(explained):

@@ -94,9 +94,23 @@ def test_mp4_has_one_frame_per_block_plus_hold(example, tmp_path):
     images, flow = example
     path = flow_mp4(images[0], flow, tmp_path / "flow.mp4", scale=3)  # 96 px: even
     probe = subprocess.run(
-        ["ffprobe", "-v", "error", "-count_frames", "-select_streams", "v:0",
-         "-show_entries", "stream=nb_read_frames,width,height", "-of", "csv=p=0", str(path)],
-        capture_output=True, text=True, check=True).stdout.strip()
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-count_frames",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=nb_read_frames,width,height",
+            "-of",
+            "csv=p=0",
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     width, height, frames = (int(v) for v in probe.split(","))
     assert (width, height) == (96, 96) and frames == flow.num_blocks + 3
 
@@ -109,10 +123,10 @@ def test_style_is_one_set_of_options_given_as_object_or_keywords(example):
     images, flow = example
     style = FlowStyle(mapping="linear", cmap="viridis", alpha=0.3, scale=2)
     by_style = flow_stills(images[0], flow, style=style)
-    by_keywords = flow_stills(images[0], flow, mapping="linear", cmap="viridis", alpha=0.3,
-                              scale=2)
-    mixed = flow_stills(images[0], flow, style=FlowStyle(mapping="linear", scale=2),
-                        cmap="viridis", alpha=0.3)
+    by_keywords = flow_stills(images[0], flow, mapping="linear", cmap="viridis", alpha=0.3, scale=2)
+    mixed = flow_stills(
+        images[0], flow, style=FlowStyle(mapping="linear", scale=2), cmap="viridis", alpha=0.3
+    )
     for other in (by_keywords, mixed):
         assert len(other) == len(by_style) == flow.num_blocks
         for a, b in zip(by_style, other, strict=True):
@@ -128,15 +142,18 @@ def test_style_is_one_set_of_options_given_as_object_or_keywords(example):
         style.alpha = 0.9
 
 
-@pytest.mark.parametrize("options, message", [
-    ({"mapping": "log"}, "choose one of"),
-    ({"alpha": 1.5}, r"alpha must lie in \[0, 1\]"),
-    ({"image_format": "gif"}, "image_format must be one of"),
-    ({"quality": 0}, r"quality must lie in \[1, 100\]"),
-    ({"frame_ms": 0}, "frame_ms must be at least 1"),
-    ({"scale": 0}, "scale must be at least 1"),
-    ({"display_size": 0}, "display_size must be at least 1"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"mapping": "log"}, "choose one of"),
+        ({"alpha": 1.5}, r"alpha must lie in \[0, 1\]"),
+        ({"image_format": "gif"}, "image_format must be one of"),
+        ({"quality": 0}, r"quality must lie in \[1, 100\]"),
+        ({"frame_ms": 0}, "frame_ms must be at least 1"),
+        ({"scale": 0}, "scale must be at least 1"),
+        ({"display_size": 0}, "display_size must be at least 1"),
+    ],
+)
 def test_style_refuses_bad_options(options, message):
     from captum_daam.visualization import FlowStyle
 
@@ -219,12 +236,15 @@ def test_self_supervised_flow_figure_says_score_not_logit(example):
 
     images, flow = example
     n, k = flow.scores.shape[0], 3
-    extra = dict(voted_class=flow.targets, vote_share=torch.ones(n),
-                 neighbour_indices=torch.zeros(n, k, dtype=torch.long),
-                 neighbour_similarities=torch.ones(n, k),
-                 neighbour_labels=torch.zeros(n, k, dtype=torch.long),
-                 support_indices=torch.zeros(n, k, dtype=torch.long),
-                 importance=torch.ones(n, 8))
+    extra = dict(
+        voted_class=flow.targets,
+        vote_share=torch.ones(n),
+        neighbour_indices=torch.zeros(n, k, dtype=torch.long),
+        neighbour_similarities=torch.ones(n, k),
+        neighbour_labels=torch.zeros(n, k, dtype=torch.long),
+        support_indices=torch.zeros(n, k, dtype=torch.long),
+        importance=torch.ones(n, 8),
+    )
     ssl = SelfSupervisedFlow(**{f.name: getattr(flow, f.name) for f in fields(flow)}, **extra)
     title = flow_figure(images[0], ssl, show_block_maps=False)._suptitle.get_text()
     assert title.startswith("Self-supervised DAAM flow")

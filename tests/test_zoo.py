@@ -154,7 +154,15 @@ def test_checkpoint_is_small_and_carries_the_metadata() -> None:
     info = DEFAULT_MODEL_INFO
     assert tuple(meta["class_names"]) == info.class_names == CLASS_NAMES
     assert tuple(meta["mean"]) == info.mean and tuple(meta["std"]) == info.std
-    for key in ("image_size", "patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio", "test_seed"):
+    for key in (
+        "image_size",
+        "patch_size",
+        "embed_dim",
+        "depth",
+        "num_heads",
+        "mlp_ratio",
+        "test_seed",
+    ):
         assert meta[key] == getattr(info, key), key
     assert math.isclose(meta["test_accuracy"], info.test_accuracy)
     assert info.test_accuracy >= 0.9

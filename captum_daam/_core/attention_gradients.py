@@ -49,8 +49,9 @@ def attention_and_gradients(
         ValueError: for a site whose tokens attend within separate windows (Swin): there
             is no one token-by-token attention matrix there.
     """
-    records, grads = site_gradients(forward_func, sites, inputs, score_fn, None,
-                                    additional_forward_args, device_ids)
+    records, grads = site_gradients(
+        forward_func, sites, inputs, score_fn, None, additional_forward_args, device_ids
+    )
     out = []
     for site, record, grad_z in zip(sites, records, grads, strict=True):
         batch, groups, heads, tokens, head_dim = record.v.shape

@@ -144,7 +144,6 @@ class AttentionRecorder:
         return list(next(iter(self._records.values())).keys()) if self._records else []
 
 
-
 @contextmanager
 def record_attention(
     sites: Sequence[AttentionSite], token_index: Optional[int]

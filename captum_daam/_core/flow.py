@@ -57,8 +57,9 @@ def relevance_flow(
         then the patch tokens in row-major grid order.
     """
 
-    records, grads = site_gradients(forward_func, sites, inputs, score_fn, token_index,
-                                    additional_forward_args, device_ids)
+    records, grads = site_gradients(
+        forward_func, sites, inputs, score_fn, token_index, additional_forward_args, device_ids
+    )
     relevance = []
     for site, record, grad_z in zip(sites, records, grads, strict=True):
         if token_index is None:

@@ -9,9 +9,7 @@ from torch import Tensor
 from ..errors import InvalidInputError
 
 
-def patches_on_grid(
-    values: Tensor, num_prefix_tokens: int, grid_size: Tuple[int, int]
-) -> Tensor:
+def patches_on_grid(values: Tensor, num_prefix_tokens: int, grid_size: Tuple[int, int]) -> Tensor:
     """The patch tokens of the last dimension of ``values`` laid out on the patch grid.
 
     Args:

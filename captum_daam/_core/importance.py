@@ -14,9 +14,7 @@ import torch
 from torch import Tensor
 
 
-def knn_vote(
-    similarities: Tensor, labels: Tensor, temperature: float
-) -> Tuple[Tensor, Tensor]:
+def knn_vote(similarities: Tensor, labels: Tensor, temperature: float) -> Tuple[Tensor, Tensor]:
     """Weighted k-NN vote: each neighbour votes for its label with ``exp(s / T)``.
 
     Args:

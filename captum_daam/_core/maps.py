@@ -18,9 +18,7 @@ def channel_weights(grad_row: Tensor, signed: bool = False) -> Tensor:
     return grad_row if signed else grad_row.clamp(min=0)
 
 
-def block_maps(
-    relevance: Tensor, num_prefix_tokens: int, grid_size: Tuple[int, int]
-) -> Tensor:
+def block_maps(relevance: Tensor, num_prefix_tokens: int, grid_size: Tuple[int, int]) -> Tensor:
     """``L_b = ReLU(relevance of the patch tokens)`` on the patch grid.
 
     Args:

@@ -27,9 +27,12 @@ def _as_int(value: object) -> Optional[int]:
         return int(value)
     if isinstance(value, tuple) and len(value) == 1:
         return _as_int(value[0])
-    if (isinstance(value, Tensor) and value.numel() == 1 and not value.is_meta
-            and not (value.is_floating_point() or value.is_complex()
-                     or value.dtype == torch.bool)):
+    if (
+        isinstance(value, Tensor)
+        and value.numel() == 1
+        and not value.is_meta
+        and not (value.is_floating_point() or value.is_complex() or value.dtype == torch.bool)
+    ):
         return int(value.item())
     return None
 
@@ -60,9 +63,7 @@ def target_tensor(
 ) -> Optional[Tensor]: ...
 
 
-def target_tensor(
-    target: TargetType, num_examples: int, device: torch.device
-) -> Optional[Tensor]:
+def target_tensor(target: TargetType, num_examples: int, device: torch.device) -> Optional[Tensor]:
     """Normalise a Captum target for an (N, classes) output to N class indices.
 
     Accepts what Captum accepts for classifiers: ``None`` (each example's predicted

@@ -217,4 +217,3 @@ class ModelAdapter(ABC):
             chosen.append(site)
         order = {id(site.module): i for i, site in enumerate(self.sites)}
         return sorted(chosen, key=lambda site: order[id(site.module)])
-

@@ -72,17 +72,23 @@ class _Parts:
     """The projections of one attention module, for transformers 5 or 4.x."""
 
     def __init__(self, name: str, attn: AnyModule, model_name: str) -> None:
-        if all(isinstance(getattr(attn, n, None), nn.Linear)
-               for n in ("q_proj", "k_proj", "v_proj", "o_proj")):
+        if all(
+            isinstance(getattr(attn, n, None), nn.Linear)
+            for n in ("q_proj", "k_proj", "v_proj", "o_proj")
+        ):
             self.q, self.k, self.v, self.o = attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj
             self.heads = int(attn.num_attention_heads)
             self.head_dim = int(attn.head_dim)
             self.scale = float(attn.scaling)
             self.mask_arg, self.mask_is_head_mask = "attention_mask", False
-        elif isinstance(getattr(attn, "attention", None), nn.Module) and all(
-            isinstance(getattr(attn.attention, n, None), nn.Linear)
-            for n in ("query", "key", "value")
-        ) and isinstance(getattr(getattr(attn, "output", None), "dense", None), nn.Linear):
+        elif (
+            isinstance(getattr(attn, "attention", None), nn.Module)
+            and all(
+                isinstance(getattr(attn.attention, n, None), nn.Linear)
+                for n in ("query", "key", "value")
+            )
+            and isinstance(getattr(getattr(attn, "output", None), "dense", None), nn.Linear)
+        ):
             self_attn = attn.attention
             self.q, self.k, self.v = self_attn.query, self_attn.key, self_attn.value
             self.o = attn.output.dense
@@ -104,8 +110,9 @@ class _Parts:
             )
 
 
-def _install_hooks(attn: AnyModule, parts: _Parts, token_index: int,
-                   sink: RowSink) -> List[RemovableHandle]:
+def _install_hooks(
+    attn: AnyModule, parts: _Parts, token_index: int, sink: RowSink
+) -> List[RemovableHandle]:
     # Per device (one replica each under DataParallel): the call's mask and the q / k / v
     # outputs seen so far; the row is formed when the last of the three arrives.
     masks: Dict[torch.device, Optional[Tensor]] = {}
@@ -267,8 +274,7 @@ class HuggingFaceViTAdapter(ModelAdapter):
         rows, cols = image_size[0] // self._patch[0], image_size[1] // self._patch[1]
         if rows < 1 or cols < 1:
             raise InvalidInputError(
-                f"inputs of size {tuple(image_size)} are smaller than one patch "
-                f"{self._patch}"
+                f"inputs of size {tuple(image_size)} are smaller than one patch {self._patch}"
             )
         # ViT / DeiT take sizes other than config.image_size only with
         # interpolate_pos_encoding=True (a forward argument), which the model checks

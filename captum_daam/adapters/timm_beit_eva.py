@@ -126,8 +126,9 @@ def _install_beit_hooks(
 
 def _beit_site(name: str, attn: AnyModule, model_name: str) -> AttentionSite:
     check_attention(attn, BeitAttention, name, model_name, "BEiT's own Attention only")
-    return attention_site(name, attn, _install_beit_hooks,
-                          head_dim=attn.qkv.out_features // (3 * attn.num_heads))
+    return attention_site(
+        name, attn, _install_beit_hooks, head_dim=attn.qkv.out_features // (3 * attn.num_heads)
+    )
 
 
 class TimmBeitAdapter(TimmClassTokenAdapter):
@@ -160,17 +161,21 @@ def _install_eva_hooks(
     attn: EvaAttention, token_index: int, sink: RowSink
 ) -> List[RemovableHandle]:
     if token_index >= attn.num_prefix_tokens:
-        raise ValueError(
-            f"token {token_index} is a patch token; EVA's readout is its class token"
-        )
+        raise ValueError(f"token {token_index} is a patch token; EVA's readout is its class token")
     # Per device: the (replica of the) module running there and its call's rope and mask.
     calls: Dict[torch.device, Tuple[AnyModule, Optional[Tensor], Optional[Tensor], bool]] = {}
     queries: Dict[torch.device, Tensor] = {}
     keys: Dict[torch.device, Tensor] = {}
 
-    def readout_row(owner: AnyModule, q_row: Tensor, k: Tensor, v: Tensor,
-                    rope: Optional[Tensor], attn_mask: Optional[Tensor],
-                    is_causal: bool) -> None:
+    def readout_row(
+        owner: AnyModule,
+        q_row: Tensor,
+        k: Tensor,
+        v: Tensor,
+        rope: Optional[Tensor],
+        attn_mask: Optional[Tensor],
+        is_causal: bool,
+    ) -> None:
         tokens = k.shape[2]
         dtype = compute_dtype(v.dtype)
         q_row, k = owner.q_norm(q_row), owner.k_norm(k)
@@ -210,8 +215,15 @@ def _install_eva_hooks(
         q, k = queries.pop(v.device), keys.pop(v.device)
         heads = owner.num_heads
         with torch.no_grad():
-            readout_row(owner, q.reshape(q.shape[0], heads, -1), _heads(k, heads),
-                        _heads(v.detach(), heads), rope, attn_mask, is_causal)
+            readout_row(
+                owner,
+                q.reshape(q.shape[0], heads, -1),
+                _heads(k, heads),
+                _heads(v.detach(), heads),
+                rope,
+                attn_mask,
+                is_causal,
+            )
 
     handles = [attn.register_forward_pre_hook(remember_call, with_kwargs=True)]
     if attn.qkv is None:
@@ -224,9 +236,14 @@ def _install_eva_hooks(
 
 
 def _eva_site(name: str, attn: AnyModule, model_name: str) -> AttentionSite:
-    check_attention(attn, EvaAttention, name, model_name,
-                    "EVA models with attn_type='rope' (AttentionRope: PE, DINOv3, "
-                    "ROPE-ViT) are not supported yet")
+    check_attention(
+        attn,
+        EvaAttention,
+        name,
+        model_name,
+        "EVA models with attn_type='rope' (AttentionRope: PE, DINOv3, "
+        "ROPE-ViT) are not supported yet",
+    )
     return attention_site(name, attn, _install_eva_hooks)
 
 

@@ -79,11 +79,17 @@ def _install_class_attn_hooks(
 
 def class_attn_site(name: str, attn: AnyModule, model_name: str) -> AttentionSite:
     """The site of a timm ``ClassAttn`` (CaiT and XCiT class-attention layers)."""
-    check_attention(attn, ClassAttn, name, model_name,
-                    "DAAM supports the standard class-attention blocks only")
+    check_attention(
+        attn, ClassAttn, name, model_name, "DAAM supports the standard class-attention blocks only"
+    )
     # Z holds the class token's row only.
-    return attention_site(name, attn, _install_class_attn_hooks,
-                          head_dim=attn.q.out_features // attn.num_heads, z_row=0)
+    return attention_site(
+        name,
+        attn,
+        _install_class_attn_hooks,
+        head_dim=attn.q.out_features // attn.num_heads,
+        z_row=0,
+    )
 
 
 def check_class_token_readout(model: AnyModule, blocks_name: str) -> None:

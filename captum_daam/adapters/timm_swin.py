@@ -72,7 +72,11 @@ def _install_window_hooks(block: AnyModule):
         def remember_block(module: AnyModule, args: Tuple[Any, ...]) -> None:
             batch, height, width, _ = args[0].shape
             geometry[args[0].device] = (
-                batch, height, width, tuple(module.window_size), tuple(module.shift_size)
+                batch,
+                height,
+                width,
+                tuple(module.window_size),
+                tuple(module.shift_size),
             )
 
         def remember_mask(module: nn.Module, args: Tuple[Any, ...], kwargs: Dict[str, Any]):
@@ -123,13 +127,22 @@ class TimmSwinAdapter(TimmClassTokenAdapter):
         for s, stage in enumerate(model.layers):
             for i, block in enumerate(stage.blocks):
                 name = f"layers.{s}.blocks.{i}.attn"
-                check_attention(block.attn, WindowAttention, name, model_name,
-                                "DAAM supports Swin V1's WindowAttention only")
-                self._sites.append(attention_site(
-                    name, block.attn, _refuse_readout,
-                    head_dim=block.attn.qkv.out_features // (3 * block.attn.num_heads),
-                    query_installer=_install_window_hooks(block),
-                ))
+                check_attention(
+                    block.attn,
+                    WindowAttention,
+                    name,
+                    model_name,
+                    "DAAM supports Swin V1's WindowAttention only",
+                )
+                self._sites.append(
+                    attention_site(
+                        name,
+                        block.attn,
+                        _refuse_readout,
+                        head_dim=block.attn.qkv.out_features // (3 * block.attn.num_heads),
+                        query_installer=_install_window_hooks(block),
+                    )
+                )
 
     @property
     def token_attention_refusal(self) -> Optional[str]:

@@ -72,8 +72,9 @@ def _install_attention_hooks(
 ) -> List[RemovableHandle]:
     """Recompute the readout row of ``attn`` from its own ``qkv`` output."""
 
-    def readout_row(owner: AnyModule, qkv: Tensor, attn_mask: Optional[Tensor],
-                    is_causal: bool) -> None:
+    def readout_row(
+        owner: AnyModule, qkv: Tensor, attn_mask: Optional[Tensor], is_causal: bool
+    ) -> None:
         tokens = qkv.shape[1]
         q_row = owner.q_norm(qkv[:, token_index, 0])  # (N, heads, head_dim)
         k = owner.k_norm(qkv[:, :, 1].transpose(1, 2))  # (N, heads, T, head_dim)
@@ -92,8 +93,9 @@ def _query_installer(num_prefix_tokens: int):
     layout = prefix_layout(num_prefix_tokens)
 
     def install(attn: Attention, sink: QuerySink) -> List[RemovableHandle]:
-        def record(owner: AnyModule, qkv: Tensor, attn_mask: Optional[Tensor],
-                   is_causal: bool) -> None:
+        def record(
+            owner: AnyModule, qkv: Tensor, attn_mask: Optional[Tensor], is_causal: bool
+        ) -> None:
             q = owner.q_norm(qkv[:, :, 0].transpose(1, 2))  # (N, heads, T, head_dim)
             k = owner.k_norm(qkv[:, :, 1].transpose(1, 2))
             v = qkv[:, :, 2].transpose(1, 2)
@@ -104,8 +106,11 @@ def _query_installer(num_prefix_tokens: int):
                 while bias.dim() < 4:
                     bias = bias.unsqueeze(0)
                 bias = bias.unsqueeze(1)  # one group of tokens
-            sink(QueryAttention(q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1),
-                                owner.scale, bias, layout))
+            sink(
+                QueryAttention(
+                    q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1), owner.scale, bias, layout
+                )
+            )
 
         return _hook_qkv(attn, record)
 
@@ -153,13 +158,21 @@ class TimmVisionTransformerAdapter(TimmClassTokenAdapter):
         self._sites = []
         for i, block in enumerate(model.blocks):
             name = f"blocks.{i}.attn"
-            check_attention(block.attn, Attention, name, model_name,
-                            "DAAM supports VisionTransformer blocks with the standard "
-                            "Attention module")
-            self._sites.append(attention_site(
-                name, block.attn, _install_attention_hooks,
-                query_installer=_query_installer(self.num_prefix_tokens),
-            ))
+            check_attention(
+                block.attn,
+                Attention,
+                name,
+                model_name,
+                "DAAM supports VisionTransformer blocks with the standard Attention module",
+            )
+            self._sites.append(
+                attention_site(
+                    name,
+                    block.attn,
+                    _install_attention_hooks,
+                    query_installer=_query_installer(self.num_prefix_tokens),
+                )
+            )
         self._tokens = {} if getattr(model, "cls_token", None) is None else {"cls": 0}
         if getattr(model, "dist_token", None) is not None:
             self._tokens["dist"] = 1

@@ -52,13 +52,21 @@ def eager_model(model: nn.Module) -> nn.Module:
             return model
         if isinstance(model, nn.parallel.DistributedDataParallel):
             return inner
-        if not model.device_ids:  # no GPU: the wrapper only runs the module
-            return nn.DataParallel(inner)
-        return nn.DataParallel(
-            inner, device_ids=model.device_ids, output_device=model.output_device,
-            dim=model.dim,
-        )
+        return data_parallel_like(model, inner)
     return model
+
+
+def data_parallel_like(wrapper: nn.DataParallel, module: nn.Module) -> nn.DataParallel:
+    """``module`` in a ``DataParallel`` with the devices, output device and dimension of
+    ``wrapper`` (a wrapper without devices only runs its module, and so does this one)."""
+    if not wrapper.device_ids:
+        return nn.DataParallel(module)
+    return nn.DataParallel(
+        module,
+        device_ids=wrapper.device_ids,
+        output_device=wrapper.output_device,
+        dim=wrapper.dim,
+    )
 
 
 @contextmanager

@@ -124,5 +124,11 @@ def resolve_targets(
     return targets
 
 
-__all__ = ["check_batch", "check_inputs", "explanation_pass", "class_targets", "require_gradients",
-           "resolve_targets"]
+__all__ = [
+    "check_batch",
+    "check_inputs",
+    "explanation_pass",
+    "class_targets",
+    "require_gradients",
+    "resolve_targets",
+]

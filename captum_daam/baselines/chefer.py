@@ -90,8 +90,9 @@ def gradient_weighted_rollout(
     for attention, gradient in pairs:
         fused = (gradient * attention).clamp(min=0).mean(dim=1)
         if relevance is None:
-            relevance = torch.eye(fused.shape[-1], dtype=fused.dtype,
-                                  device=fused.device).expand_as(fused)
+            relevance = torch.eye(
+                fused.shape[-1], dtype=fused.dtype, device=fused.device
+            ).expand_as(fused)
         relevance = relevance + torch.matmul(fused, relevance)
     assert relevance is not None
     maps = patches_on_grid(relevance[:, row], adapter.num_prefix_tokens, grid)[:, None]

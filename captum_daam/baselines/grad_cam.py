@@ -170,8 +170,9 @@ class ViTLayerGradCam(LayerAttribution, GradientAttribution):
         with explanation_pass(self.forward_func):
             self._grid = grid
             try:
-                targets = resolve_targets(self.forward_func, self.adapter, inputs_tuple,
-                                          target, extra or ())
+                targets = resolve_targets(
+                    self.forward_func, self.adapter, inputs_tuple, target, extra or ()
+                )
                 maps = self.grad_cam.attribute.__wrapped__(
                     self.grad_cam,
                     inputs_tuple,

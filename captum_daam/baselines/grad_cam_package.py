@@ -112,8 +112,7 @@ class PackageCAM:
     ) -> None:
         if method not in GRAD_CAM_CLASSES:
             raise InvalidInputError(
-                f"unknown grad-cam method {method!r}; choose one of "
-                f"{', '.join(GRAD_CAM_CLASSES)}"
+                f"unknown grad-cam method {method!r}; choose one of {', '.join(GRAD_CAM_CLASSES)}"
             )
         if batch_size is not None and int(batch_size) < 1:
             raise InvalidInputError(f"batch_size must be a positive integer, got {batch_size}")
@@ -157,8 +156,9 @@ class PackageCAM:
         batch = images.detach().clone().requires_grad_(needs_gradients)
         with explanation_pass(self.model) as eager, _left_as_found(eager), torch.enable_grad():
             targets = resolve_targets(eager, self.adapter, inputs_tuple, target)
-            cam = self._cam_class(model=eager, target_layers=[self.layer],
-                                  reshape_transform=reshape)
+            cam = self._cam_class(
+                model=eager, target_layers=[self.layer], reshape_transform=reshape
+            )
             try:
                 if self.batch_size is not None:
                     cam.batch_size = self.batch_size
@@ -170,8 +170,7 @@ class PackageCAM:
                     return image
 
                 cam.get_cam_image = keep_raw
-                cam(input_tensor=batch,
-                    targets=[ClassifierOutputTarget(int(t)) for t in targets])
+                cam(input_tensor=batch, targets=[ClassifierOutputTarget(int(t)) for t in targets])
             finally:
                 cam.activations_and_grads.release()
         maps = torch.from_numpy(np.maximum(raw[0], 0))

@@ -11,9 +11,7 @@ from .._core.grid import patches_on_grid
 from ..errors import InvalidInputError
 
 
-def tokens_to_grid(
-    tokens: Tensor, num_prefix_tokens: int, grid_size: Tuple[int, int]
-) -> Tensor:
+def tokens_to_grid(tokens: Tensor, num_prefix_tokens: int, grid_size: Tuple[int, int]) -> Tensor:
     """The patch tokens of a token sequence as a feature map on the patch grid.
 
     Args:
@@ -39,9 +37,7 @@ def tokens_to_grid(
         torch.Size([2, 192, 14, 14])
     """
     if tokens.dim() != 3:
-        raise InvalidInputError(
-            f"expected tokens (N, tokens, D), got shape {tuple(tokens.shape)}"
-        )
+        raise InvalidInputError(f"expected tokens (N, tokens, D), got shape {tuple(tokens.shape)}")
     return patches_on_grid(tokens.transpose(1, 2), num_prefix_tokens, grid_size)
 
 

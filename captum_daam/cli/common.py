@@ -33,8 +33,9 @@ def prepare_out(out: Path) -> None:
         probe.write_text("")
         probe.unlink()
     except OSError as error:
-        raise UserError(f"cannot write to {out}: {error.strerror or error}; choose a "
-                        "writable --out folder") from None
+        raise UserError(
+            f"cannot write to {out}: {error.strerror or error}; choose a writable --out folder"
+        ) from None
 
 
 def choose_device(choice: str) -> torch.device:

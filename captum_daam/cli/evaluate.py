@@ -15,8 +15,9 @@ from .common import UserError, choose_device
 from .models import load_model
 
 
-def evaluation_dataset(kind: str, root: Optional[str], images: Optional[str],
-                       num_images: int, transform: Callable):
+def evaluation_dataset(
+    kind: str, root: Optional[str], images: Optional[str], num_images: int, transform: Callable
+):
     """The dataset of ``captum-daam evaluate --dataset KIND``, or :class:`UserError`."""
     from ..evaluation import BoxDataset, SyntheticBoxes
 
@@ -48,8 +49,9 @@ def method_options(texts: Optional[List[str]]) -> Dict[str, Dict[str, object]]:
         key, _, value = text.partition("=")
         method, _, name = key.partition(".")
         if not value or not name:
-            raise UserError(f"--option {text!r}: write METHOD.NAME=VALUE, e.g. "
-                            "integrated_gradients.n_steps=16")
+            raise UserError(
+                f"--option {text!r}: write METHOD.NAME=VALUE, e.g. integrated_gradients.n_steps=16"
+            )
         try:
             parsed: object = ast.literal_eval(value)
         except (ValueError, SyntaxError):
@@ -68,8 +70,10 @@ def _check_counts(args: argparse.Namespace) -> List[str]:
         raise UserError(f"unknown methods {unknown}; choose from {', '.join(METHODS)}")
     for flag in ("faithfulness_images", "captum_metrics", "sanity"):
         if (getattr(args, flag) or 0) < 0:
-            raise UserError(f"--{flag.replace('_', '-')} counts images; give 0 or more, "
-                            f"not {getattr(args, flag)}")
+            raise UserError(
+                f"--{flag.replace('_', '-')} counts images; give 0 or more, "
+                f"not {getattr(args, flag)}"
+            )
     return methods
 
 
@@ -98,8 +102,9 @@ def evaluate_command(args: argparse.Namespace) -> Dict[str, object]:
     model = loaded.model.to(device)
     if args.max_pixels < 0:
         raise UserError(f"--max-pixels must be 0 (no cap) or more, not {args.max_pixels}")
-    dataset = evaluation_dataset(args.dataset, args.root, args.images, args.num_images,
-                                 loaded.transform)
+    dataset = evaluation_dataset(
+        args.dataset, args.root, args.images, args.num_images, loaded.transform
+    )
     if hasattr(dataset, "max_pixels"):  # a dataset of image files
         dataset.max_pixels = args.max_pixels
     count = len(dataset) if args.limit is None else min(args.limit, len(dataset))
@@ -110,20 +115,30 @@ def evaluate_command(args: argparse.Namespace) -> Dict[str, object]:
     cache = Path(args.cache) if args.cache else out / "cache"
     options = method_options(args.option)
     try:
-        records = evaluate(model, data, methods, cache, target=args.target,
-                           method_options=options,
-                           batch_size=args.batch_size, faithfulness=not args.no_faithfulness,
-                           deletion_steps=args.steps, indices=interleave(tuning, evaluation),
-                           faithfulness_indices=evaluation[: args.faithfulness_images],
-                           captum_indices=evaluation[: args.captum_metrics])
+        records = evaluate(
+            model,
+            data,
+            methods,
+            cache,
+            target=args.target,
+            method_options=options,
+            batch_size=args.batch_size,
+            faithfulness=not args.no_faithfulness,
+            deletion_steps=args.steps,
+            indices=interleave(tuning, evaluation),
+            faithfulness_indices=evaluation[: args.faithfulness_images],
+            captum_indices=evaluation[: args.captum_metrics],
+        )
     except (ImportError, ValueError) as error:
         raise UserError(str(error)) from None
     result: Dict[str, object] = {"rank": rank}
     if rank == 0:
         table = summarize(records, [ids[i] for i in tuning], [ids[i] for i in evaluation])
-        header = (f"{loaded.name} on {args.dataset} ({len(evaluation)} evaluation images, "
-                  f"tau tuned on {len(tuning)} others, split={args.split}, "
-                  f"target={args.target})")
+        header = (
+            f"{loaded.name} on {args.dataset} ({len(evaluation)} evaluation images, "
+            f"tau tuned on {len(tuning)} others, split={args.split}, "
+            f"target={args.target})"
+        )
         write_report(records, table, out, [ids[i] for i in evaluation], header=header)
         result["table"] = table
     if args.sanity > 0 and rank == 0:

@@ -33,8 +33,15 @@ def load_bank(path: Path, device: torch.device):
         raise UserError(f"cannot use memory bank: {error}") from None
 
 
-def _explainer(loaded: LoadedModel, device: torch.device, target: Optional[int], topk: int,
-               bank, k: int, queries: Optional[str]):
+def _explainer(
+    loaded: LoadedModel,
+    device: torch.device,
+    target: Optional[int],
+    topk: int,
+    bank,
+    k: int,
+    queries: Optional[str],
+):
     """The explainer and the class names to show (None: the bank's labels), or
     :class:`UserError`."""
     from .. import DAAM
@@ -65,8 +72,9 @@ def _explainer(loaded: LoadedModel, device: torch.device, target: Optional[int],
     return daam, loaded.class_names
 
 
-def _explain_batch(daam, images: torch.Tensor, target: Optional[int], topk: int, ssl: bool,
-                   name_of) -> Tuple[list, List[List[dict]]]:
+def _explain_batch(
+    daam, images: torch.Tensor, target: Optional[int], topk: int, ssl: bool, name_of
+) -> Tuple[list, List[List[dict]]]:
     """The flows of one batch (flow ``j`` explains every image's ``j``-th class) and the
     predictions per image (the bank's vote, or the top-5 classes)."""
     from ..viewer import explain_top_k
@@ -76,9 +84,10 @@ def _explain_batch(daam, images: torch.Tensor, target: Optional[int], topk: int,
             flow = daam.attribute(images, target=target, return_flow=True)
         except ValueError as error:  # e.g. a target class absent from the bank
             raise UserError(str(error)) from None
-        return [flow], [[{"class": int(c), "name": name_of(int(c)),
-                          "vote_share": round(float(p), 5)}]
-                        for c, p in zip(flow.voted_class, flow.vote_share, strict=True)]
+        return [flow], [
+            [{"class": int(c), "name": name_of(int(c)), "vote_share": round(float(p), 5)}]
+            for c, p in zip(flow.voted_class, flow.vote_share, strict=True)
+        ]
     from ..attr import model_lock
 
     with torch.no_grad(), model_lock(daam.adapter.model):
@@ -86,8 +95,10 @@ def _explain_batch(daam, images: torch.Tensor, target: Optional[int], topk: int,
     ranked = logits.topk(min(5, logits.shape[1]), dim=1).indices
     probabilities = logits.softmax(dim=1).gather(1, ranked)
     predictions = [
-        [{"class": int(c), "name": name_of(int(c)), "probability": round(float(p), 5)}
-         for p, c in zip(probabilities[i].tolist(), ranked[i].tolist(), strict=True)]
+        [
+            {"class": int(c), "name": name_of(int(c)), "probability": round(float(p), 5)}
+            for p, c in zip(probabilities[i].tolist(), ranked[i].tolist(), strict=True)
+        ]
         for i in range(len(images))
     ]
     if target is None:
@@ -102,9 +113,19 @@ def _upsampled(flow, index: int, size: Tuple[int, int]) -> torch.Tensor:
     return upsample(flow.final[index : index + 1].cpu().float(), size)
 
 
-def _write_image(file: Path, image: torch.Tensor, i: int, flows: list, contributions: list,
-                 loaded: LoadedModel, names, name_of, out: Path, gif: bool,
-                 box: Optional[List[float]]) -> List[dict]:
+def _write_image(
+    file: Path,
+    image: torch.Tensor,
+    i: int,
+    flows: list,
+    contributions: list,
+    loaded: LoadedModel,
+    names,
+    name_of,
+    out: Path,
+    gif: bool,
+    box: Optional[List[float]],
+) -> List[dict]:
     """Write image ``i``'s maps and figures; its explained classes, with the energy in
     its box where it has one."""
     from ..evaluation import box_energy, boxes_mask
@@ -122,20 +143,39 @@ def _write_image(file: Path, image: torch.Tensor, i: int, flows: list, contribut
     size = (int(image.shape[-2]), int(image.shape[-1]))
     if box is not None:
         boxes = torch.tensor([box])
-        energies = box_energy(torch.cat([_upsampled(f, i, size) for f in flows]),
-                              [boxes] * len(flows))
+        energies = box_energy(
+            torch.cat([_upsampled(f, i, size) for f in flows]), [boxes] * len(flows)
+        )
         area = round(float(boxes_mask(boxes, size).double().mean()), 4)
     explained = []
     for j, flow in enumerate(flows):
         suffix = "" if len(flows) == 1 else f"_top{j + 1}"
-        flow_figure(image, flow, index=i, class_names=names, mean=loaded.mean,
-                    std=loaded.std, path=f"{stem}_flow{suffix}.png")
+        flow_figure(
+            image,
+            flow,
+            index=i,
+            class_names=names,
+            mean=loaded.mean,
+            std=loaded.std,
+            path=f"{stem}_flow{suffix}.png",
+        )
         if gif:
-            flow_gif(image, flow, f"{stem}_flow{suffix}.gif", index=i,
-                     mean=loaded.mean, std=loaded.std, scale=max(1, 256 // image.shape[-1]))
+            flow_gif(
+                image,
+                flow,
+                f"{stem}_flow{suffix}.gif",
+                index=i,
+                mean=loaded.mean,
+                std=loaded.std,
+                scale=max(1, 256 // image.shape[-1]),
+            )
         cls = int(flow.targets[i])
-        entry = {"class": cls, "name": name_of(cls), "score": float(flow.scores[i]),
-                 "block_contributions": [round(float(c), 5) for c in contributions[j][i]]}
+        entry = {
+            "class": cls,
+            "name": name_of(cls),
+            "score": float(flow.scores[i]),
+            "block_contributions": [round(float(c), 5) for c in contributions[j][i]],
+        }
         if box is not None:
             entry["energy_in_box"] = round(float(energies[j]), 4)
             entry["box_area_fraction"] = area
@@ -197,8 +237,7 @@ def explain(
         chunk = good[start : start + batch_size]
         images = torch.stack([x for _, x in chunk]).to(device)
         begin = time.perf_counter()
-        flows, predictions = _explain_batch(daam, images, target, topk, bank is not None,
-                                            name_of)
+        flows, predictions = _explain_batch(daam, images, target, topk, bank is not None, name_of)
         seconds_explaining += time.perf_counter() - begin
         contributions = [f.contributions().cpu() for f in flows]
         if html:
@@ -206,10 +245,12 @@ def explain(
             shown_flows.append(flows)
         for i, (file, image) in enumerate(chunk):
             box = boxes.get(file.name) if boxes is not None else None
-            explained = _write_image(file, image, i, flows, contributions, loaded, names,
-                                     name_of, out, gif, box)
-            records.append({"file": str(file), "predictions": predictions[i],
-                            "explained": explained})
+            explained = _write_image(
+                file, image, i, flows, contributions, loaded, names, name_of, out, gif, box
+            )
+            records.append(
+                {"file": str(file), "predictions": predictions[i], "explained": explained}
+            )
         bar.update(len(chunk))
     bar.close()
     if html and shown_images:
@@ -217,9 +258,12 @@ def explain(
         from ..viewer import write_flow_viewer
 
         write_flow_viewer(
-            out / "viewer.html", torch.cat(shown_images),
+            out / "viewer.html",
+            torch.cat(shown_images),
             [DAAMFlow.cat([chunk[j] for chunk in shown_flows]) for j in range(len(shown_flows[0]))],
-            class_names=names, image_names=[f.name for f, _ in good], mean=loaded.mean,
+            class_names=names,
+            image_names=[f.name for f, _ in good],
+            mean=loaded.mean,
             std=loaded.std,
         )
     summary = {
@@ -237,8 +281,14 @@ def explain(
     return summary
 
 
-def demo(out: Path, num_images: int = 6, seed: int = 2026, gif: bool = False,
-         html: bool = False, progress: bool = True) -> dict:
+def demo(
+    out: Path,
+    num_images: int = 6,
+    seed: int = 2026,
+    gif: bool = False,
+    html: bool = False,
+    progress: bool = True,
+) -> dict:
     """The main job on the embedded default: render synthetic images (saved under
     ``out/inputs``), explain them with the embedded ViT, and score the maps against the
     objects' exact boxes.
@@ -263,8 +313,16 @@ def demo(out: Path, num_images: int = 6, seed: int = 2026, gif: bool = False,
         Image.fromarray(pixels.numpy()).save(file)
         files.append(file)
         boxes[file.name] = [float(v) for v in box]
-    summary = explain(load_model(None, None), files, out, torch.device("cpu"), gif=gif,
-                      html=html, boxes=boxes, progress=progress)
+    summary = explain(
+        load_model(None, None),
+        files,
+        out,
+        torch.device("cpu"),
+        gif=gif,
+        html=html,
+        boxes=boxes,
+        progress=progress,
+    )
     energies = [e["energy_in_box"] for r in summary["images"] for e in r["explained"]]
     areas = [e["box_area_fraction"] for r in summary["images"] for e in r["explained"]]
     summary["localisation"] = {
@@ -293,9 +351,21 @@ def explain_command(args: argparse.Namespace) -> dict:
     if not files:
         raise UserError("no image files found in " + ", ".join(args.paths))
     bank = load_bank(Path(args.bank), device) if args.bank else None
-    return explain(load_model(args.model, args.weights), files, out, device, args.batch_size,
-                   args.target, args.topk, args.gif, args.html, bank=bank, k=args.k,
-                   queries=args.queries, max_pixels=args.max_pixels)
+    return explain(
+        load_model(args.model, args.weights),
+        files,
+        out,
+        device,
+        args.batch_size,
+        args.target,
+        args.topk,
+        args.gif,
+        args.html,
+        bank=bank,
+        k=args.k,
+        queries=args.queries,
+        max_pixels=args.max_pixels,
+    )
 
 
 __all__ = ["demo", "explain", "explain_command", "load_bank"]

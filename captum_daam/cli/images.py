@@ -17,7 +17,6 @@ from .common import UserError
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
-
 def collect_images(paths: Sequence[str]) -> Tuple[List[Path], List[str]]:
     """Image files from files and folders; returns (files, problems skipped)."""
     files, skipped = [], []
@@ -27,8 +26,7 @@ def collect_images(paths: Sequence[str]) -> Tuple[List[Path], List[str]]:
             try:
                 children = sorted(path.iterdir())
             except OSError as error:
-                raise UserError(f"cannot list folder {path}: {error.strerror or error}") \
-                    from None
+                raise UserError(f"cannot list folder {path}: {error.strerror or error}") from None
             for child in children:
                 if child.is_file() and child.suffix.lower() in IMAGE_SUFFIXES:
                     files.append(child)
@@ -45,9 +43,9 @@ def collect_images(paths: Sequence[str]) -> Tuple[List[Path], List[str]]:
     return files, skipped
 
 
-def load_images(files: Sequence[Path], transform: Callable,
-                max_pixels: int = DEFAULT_MAX_PIXELS
-                ) -> Iterator[Tuple[Path, Union[object, str]]]:
+def load_images(
+    files: Sequence[Path], transform: Callable, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> Iterator[Tuple[Path, Union[object, str]]]:
     """``(file, preprocessed image)`` per file, or ``(file, problem)`` (a string) where
     it cannot be read or is over ``max_pixels`` (see :func:`read_image`)."""
     for file in files:
@@ -59,5 +57,4 @@ def load_images(files: Sequence[Path], transform: Callable,
         yield file, transform(image)
 
 
-__all__ = ["DEFAULT_MAX_PIXELS", "IMAGE_SUFFIXES", "collect_images", "load_images",
-           "read_image"]
+__all__ = ["DEFAULT_MAX_PIXELS", "IMAGE_SUFFIXES", "collect_images", "load_images", "read_image"]

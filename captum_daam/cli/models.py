@@ -61,8 +61,10 @@ def _timm_model(name: str, weights: Optional[str]) -> nn.Module:
         model = timm.create_model(name, pretrained=False, **extra)
         model.load_state_dict(state, strict=True)
     except (RuntimeError, ValueError, TypeError) as error:
-        raise UserError(f"weights {weights} do not fit {name}: {misfit(error)}; pass the "
-                        "--model the weights were saved from") from None
+        raise UserError(
+            f"weights {weights} do not fit {name}: {misfit(error)}; pass the "
+            "--model the weights were saved from"
+        ) from None
     return model
 
 
@@ -91,11 +93,20 @@ def load_model(name: Optional[str], weights: Optional[str]) -> LoadedModel:
         from ..zoo import load_default_model
 
         config: Dict[str, Any] = {
-            "input_size": (3, info.image_size, info.image_size), "mean": info.mean,
-            "std": info.std, "crop_pct": 1.0, "interpolation": "bilinear",
+            "input_size": (3, info.image_size, info.image_size),
+            "mean": info.mean,
+            "std": info.std,
+            "crop_pct": 1.0,
+            "interpolation": "bilinear",
         }
-        return LoadedModel(load_default_model(), EMBEDDED, create_transform(**config),
-                           info.mean, info.std, info.class_names)
+        return LoadedModel(
+            load_default_model(),
+            EMBEDDED,
+            create_transform(**config),
+            info.mean,
+            info.std,
+            info.class_names,
+        )
     if name in (None, EMBEDDED):
         raise UserError("--weights needs --model NAME (the timm model the weights fit)")
 
@@ -105,8 +116,14 @@ def load_model(name: Optional[str], weights: Optional[str]) -> LoadedModel:
         raise UserError(f"unknown model name {name!r}; list names with timm.list_models()")
     model = _timm_model(name, weights)
     config = resolve_data_config({}, model=model)
-    return LoadedModel(model.eval(), name, create_transform(**config), config["mean"],
-                       config["std"], class_names_for(_num_classes(model)))
+    return LoadedModel(
+        model.eval(),
+        name,
+        create_transform(**config),
+        config["mean"],
+        config["std"],
+        class_names_for(_num_classes(model)),
+    )
 
 
 __all__ = ["EMBEDDED", "LoadedModel", "load_model", "state_dict_from"]

@@ -39,11 +39,15 @@ def _read_torch(path: Path, magic: bytes) -> object:
             what = f" (it asks for {named.group(1)})" if named else ""
             raise InvalidFileError(
                 f"{path} is not a plain weights file: it holds Python objects that "
-                f"torch.load(weights_only=True) refuses to load{what}; {_RESAVE}") from None
-        reason = _first_line(error, ("Weights only load failed", "Please file an issue",
-                                     "Check the documentation"))
-        raise InvalidFileError(f"{path} is not a readable PyTorch weights file ({reason}; "
-                               f"truncated, corrupt or of another format); {_RESAVE}") from None
+                f"torch.load(weights_only=True) refuses to load{what}; {_RESAVE}"
+            ) from None
+        reason = _first_line(
+            error, ("Weights only load failed", "Please file an issue", "Check the documentation")
+        )
+        raise InvalidFileError(
+            f"{path} is not a readable PyTorch weights file ({reason}; "
+            f"truncated, corrupt or of another format); {_RESAVE}"
+        ) from None
     except OSError:
         raise
     except Exception as error:  # EOFError, RuntimeError (zip), KeyError, ...
@@ -65,7 +69,8 @@ def _read_safetensors(path: Path) -> object:
         raise InvalidFileError(
             f"{path} is not a readable .safetensors file ({reason}; truncated, corrupt or "
             "of another format); re-save it with "
-            "safetensors.torch.save_file(model.state_dict(), PATH)") from None
+            "safetensors.torch.save_file(model.state_dict(), PATH)"
+        ) from None
 
 
 def state_dict_from(path: Union[str, Path]) -> Dict[str, torch.Tensor]:
@@ -95,8 +100,13 @@ def state_dict_from(path: Union[str, Path]) -> Dict[str, torch.Tensor]:
     if not path.is_file():
         if not path.exists() and not path.is_symlink():
             raise InvalidFileError(f"weights file not found: {path}")
-        kind = ("is a folder" if path.is_dir() else "is not a regular file"
-                if path.exists() else "is a broken or looping symbolic link")
+        kind = (
+            "is a folder"
+            if path.is_dir()
+            else "is not a regular file"
+            if path.exists()
+            else "is a broken or looping symbolic link"
+        )
         raise InvalidFileError(f"weights file {path} {kind}; give a .safetensors or .pth file")
     try:
         with path.open("rb") as handle:
@@ -107,15 +117,18 @@ def state_dict_from(path: Union[str, Path]) -> Dict[str, torch.Tensor]:
         else:
             state = _read_torch(path, head[:4])
     except OSError as error:
-        raise InvalidFileError(f"cannot read weights {path}: {error.strerror or error}") \
-            from None
+        raise InvalidFileError(f"cannot read weights {path}: {error.strerror or error}") from None
     for key in ("state_dict", "model", "module"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
-    if not isinstance(state, dict) or not state or not all(
-            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
-        raise InvalidFileError(f"{path} does not hold a state dict (parameter names and "
-                               f"tensors); {_RESAVE}")
+    if (
+        not isinstance(state, dict)
+        or not state
+        or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items())
+    ):
+        raise InvalidFileError(
+            f"{path} does not hold a state dict (parameter names and tensors); {_RESAVE}"
+        )
     return state
 
 

@@ -113,8 +113,10 @@ def _read_rows(path: Path, columns: int) -> List[List[str]]:
     if not path.is_file():
         raise InvalidFileError(f"{path} does not exist; expected the official boxes files there")
     rows = []
-    with _reading(path, f"{columns} comma-separated fields a line"), \
-            open(path, newline="") as handle:
+    with (
+        _reading(path, f"{columns} comma-separated fields a line"),
+        open(path, newline="") as handle,
+    ):
         for number, row in enumerate(csv.reader(handle), start=1):
             if not row:
                 continue
@@ -167,14 +169,14 @@ def load_official_boxes(root: PathLike, files: Sequence[str] = ()) -> List[Annot
     for file in sorted(boxes):
         if file not in labels or file not in sizes:
             raise InvalidFileError(f"{file} has boxes but no label or size in {root}")
-        entries.append(AnnotatedImage(file, labels[file], _inclusive_to_edges(boxes[file]),
-                                      sizes[file]))
+        entries.append(
+            AnnotatedImage(file, labels[file], _inclusive_to_edges(boxes[file]), sizes[file])
+        )
     found = {e.file for e in entries} | {Path(e.file).name for e in entries}
     missing = sorted(wanted - found)
     if missing:
         raise InvalidInputError(
-            f"no boxes in {root} for "
-            f"{missing[:5]}{' ...' if len(missing) > 5 else ''}"
+            f"no boxes in {root} for {missing[:5]}{' ...' if len(missing) > 5 else ''}"
         )
     return entries
 

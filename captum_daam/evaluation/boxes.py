@@ -61,8 +61,12 @@ def boxes_through_transform(
 
 def boxes_mask(boxes: Tensor, size: Tuple[int, int]) -> Tensor:
     """Boolean (height, width) mask of the union of ``boxes`` (pixel centres inside)."""
-    if not isinstance(boxes, Tensor) or boxes.is_complex() or (
-            boxes.dim() > 0 and boxes.shape[-1] != 4) or boxes.dim() > 2:
+    if (
+        not isinstance(boxes, Tensor)
+        or boxes.is_complex()
+        or (boxes.dim() > 0 and boxes.shape[-1] != 4)
+        or boxes.dim() > 2
+    ):
         shape = tuple(boxes.shape) if isinstance(boxes, Tensor) else type(boxes).__name__
         raise InvalidInputError(
             f"boxes must be a real tensor (K, 4) as (x0, y0, x1, y1), got {shape}"

@@ -73,8 +73,9 @@ class RecordCache:
         if path.exists():
             stored = json.loads(path.read_text())
             if stored != settings:
-                changed = sorted(k for k in set(stored) | set(settings)
-                                 if stored.get(k) != settings.get(k))
+                changed = sorted(
+                    k for k in set(stored) | set(settings) if stored.get(k) != settings.get(k)
+                )
                 raise InvalidInputError(
                     f"the cache {self.root} was made with other settings ({', '.join(changed)} "
                     "differ); use another cache folder or delete this one"
@@ -99,7 +100,8 @@ class RecordCache:
             return None
         record = json.loads(path.read_text())
         if (needs_curves and "deletion" not in record) or (
-                needs_metrics and "infidelity" not in record):
+            needs_metrics and "infidelity" not in record
+        ):
             return None
         return record
 

@@ -124,8 +124,11 @@ def blurred(images: Tensor, sigma: float) -> Tensor:
         >>> baseline = blurred(images, sigma=8.0)
     """
     if not isinstance(images, Tensor) or images.dim() != 4 or not images.is_floating_point():
-        shape = (f"{images.dtype} {tuple(images.shape)}" if isinstance(images, Tensor)
-                 else type(images).__name__)
+        shape = (
+            f"{images.dtype} {tuple(images.shape)}"
+            if isinstance(images, Tensor)
+            else type(images).__name__
+        )
         raise InvalidInputError(f"blurred takes float images (N, C, H, W), got {shape}")
     if sigma <= 0:
         return images.clone()
@@ -135,9 +138,7 @@ def blurred(images: Tensor, sigma: float) -> Tensor:
     return gaussian_blur(images, kernel_size=[2 * half + 1] * 2, sigma=[float(sigma)] * 2)
 
 
-def _baseline_images(
-    baseline: Baseline, images: Tensor, patch: Tuple[int, int]
-) -> Tensor:
+def _baseline_images(baseline: Baseline, images: Tensor, patch: Tuple[int, int]) -> Tensor:
     if isinstance(baseline, str):
         if baseline == "blur":
             return blurred(images, max(patch) / 2.0)
@@ -161,8 +162,7 @@ def _baseline_images(
         out = baseline(images)
         if not isinstance(out, Tensor) or out.shape != images.shape:
             raise InvalidInputError(
-                "a baseline function must return "
-                "a tensor shaped like the images"
+                "a baseline function must return a tensor shaped like the images"
             )
         return out.to(images)
     raise InvalidInputTypeError(f"unsupported baseline {type(baseline).__name__}")

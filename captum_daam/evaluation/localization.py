@@ -170,8 +170,7 @@ def _as_boxes(boxes: Tensor, what: str = "boxes") -> np.ndarray:
         boxes = boxes[None]
     if boxes.dim() != 2 or boxes.shape[1] != 4:
         raise InvalidInputError(
-            f"{what} must be (K, 4) as (x0, y0, x1, y1), "
-            f"got shape {tuple(boxes.shape)}"
+            f"{what} must be (K, 4) as (x0, y0, x1, y1), got shape {tuple(boxes.shape)}"
         )
     return boxes.detach().to("cpu", torch.float64).numpy()
 
@@ -245,8 +244,7 @@ def localization_ious(
         truth = _as_boxes(image_boxes)
         if truth.shape[0] == 0:
             raise InvalidInputError(
-                f"image {index} has no true box; "
-                "leave it out of the evaluation"
+                f"image {index} has no true box; leave it out of the evaluation"
             )
         if truth[:, 2].max() > width + 1e-6 or truth[:, 3].max() > height + 1e-6:
             raise InvalidInputError(
@@ -265,8 +263,7 @@ def _as_ious(ious: Tensor) -> Tensor:
         ious = ious[:, None]
     if ious.dim() != 2 or ious.shape[0] == 0:
         raise InvalidInputError(
-            "expected IoUs (N, taus) for N >= 1 "
-            f"images, got shape {tuple(ious.shape)}"
+            f"expected IoUs (N, taus) for N >= 1 images, got shape {tuple(ious.shape)}"
         )
     return ious
 
@@ -312,8 +309,7 @@ def choose_tau(ious: Tensor, taus: Optional[TauLike] = None, iou_threshold: floa
     ious = _as_ious(ious)
     if ious.shape[1] != len(thresholds):
         raise InvalidInputError(
-            f"ious have {ious.shape[1]} columns "
-            f"but {len(thresholds)} taus were given"
+            f"ious have {ious.shape[1]} columns but {len(thresholds)} taus were given"
         )
     return float(thresholds[int(torch.argmax(box_accuracy(ious, iou_threshold)))])
 

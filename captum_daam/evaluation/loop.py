@@ -42,8 +42,9 @@ def _explainers(
         unknown = sorted(set(options) - set(methods))
         if unknown:
             raise InvalidInputError(f"method_options for methods not evaluated: {unknown}")
-        explainers = {name: make_explainer(name, model, **options.get(name, {}))
-                      for name in methods}
+        explainers = {
+            name: make_explainer(name, model, **options.get(name, {})) for name in methods
+        }
     if not explainers:
         raise InvalidInputError("no methods to evaluate")
     return explainers
@@ -64,12 +65,12 @@ def _cache_settings(
         "faithfulness": faithfulness,
         "deletion_steps": settings.deletion_steps,
         "baseline": settings.baseline,
-        "options": {k: {o: repr(v) for o, v in sorted(opts.items())}
-                    for k, opts in sorted(options.items())},
+        "options": {
+            k: {o: repr(v) for o, v in sorted(opts.items())} for k, opts in sorted(options.items())
+        },
     }
     if settings.captum_options:
-        stored["captum_metrics"] = {k: repr(v)
-                                    for k, v in sorted(settings.captum_options.items())}
+        stored["captum_metrics"] = {k: repr(v) for k, v in sorted(settings.captum_options.items())}
     return stored
 
 
@@ -149,10 +150,11 @@ def evaluate(
     metric_options = dict(captum_options or {})
     unknown = sorted(set(metric_options) - CAPTUM_OPTIONS)
     if unknown:
-        raise InvalidInputError(f"captum_options {unknown} are not options of captum_metrics; "
-                         f"choose from {sorted(CAPTUM_OPTIONS)}")
-    settings = MeasureSettings(target, resolve_taus(taus), deletion_steps, baseline,
-                               metric_options)
+        raise InvalidInputError(
+            f"captum_options {unknown} are not options of captum_metrics; "
+            f"choose from {sorted(CAPTUM_OPTIONS)}"
+        )
+    settings = MeasureSettings(target, resolve_taus(taus), deletion_steps, baseline, metric_options)
     cache = RecordCache(cache_dir)
     stored = _cache_settings(model, settings, faithfulness, options)
     rank, world = rank_and_world()
@@ -178,18 +180,24 @@ def evaluate(
     forward = logits_function(model)
     records: List[Record] = []
     warmed: Set[str] = set()  # methods whose first (slow) call is not timed
-    bar = tqdm(total=len(mine) * len(explainers), disable=not progress or rank != 0,
-               desc="evaluate", unit="map")
+    bar = tqdm(
+        total=len(mine) * len(explainers),
+        disable=not progress or rank != 0,
+        desc="evaluate",
+        unit="map",
+    )
     for start in range(0, len(mine), batch_size):
-        chunk = mine[start:start + batch_size]
+        chunk = mine[start : start + batch_size]
         images, labels, boxes, ids = collate_boxes([dataset[i] for i in chunk])
         curves = [i in faithful for i in chunk]
         metrics = [i in with_metrics for i in chunk]
-        cached = {name: [cache.read(name, image_id, curves[k], metrics[k])
-                         for k, image_id in enumerate(ids)]
-                  for name in explainers}
-        todo = {name: [k for k, r in enumerate(cached[name]) if r is None]
-                for name in explainers}
+        cached = {
+            name: [
+                cache.read(name, image_id, curves[k], metrics[k]) for k, image_id in enumerate(ids)
+            ]
+            for name in explainers
+        }
+        todo = {name: [k for k, r in enumerate(cached[name]) if r is None] for name in explainers}
         predicted = torch.zeros(0, dtype=torch.long)
         if any(todo.values()):
             with torch.no_grad():
@@ -201,8 +209,7 @@ def evaluate(
                 if name not in warmed:
                     explain(images[:1], predicted[:1].to(images.device))
                     warmed.add(name)
-                records.extend(measure(model, explain, name, batch, todo[name], settings,
-                                       cache))
+                records.extend(measure(model, explain, name, batch, todo[name], settings, cache))
             bar.update(len(ids))
     bar.close()
     if world > 1:

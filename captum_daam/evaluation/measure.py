@@ -134,17 +134,27 @@ def measure(
     curves = None
     if faithful:
         rows = torch.tensor(faithful)
-        curves = deletion_insertion(model, images[rows.to(images.device)], targets[rows],
-                                    maps[rows], steps=settings.deletion_steps,
-                                    baseline=settings.baseline)
+        curves = deletion_insertion(
+            model,
+            images[rows.to(images.device)],
+            targets[rows],
+            maps[rows],
+            steps=settings.deletion_steps,
+            baseline=settings.baseline,
+        )
     measured = [row for row, k in enumerate(which) if batch.metrics[k]]
     captum: Optional[Dict[str, Tensor]] = None
     if measured:
         rows = torch.tensor(measured)
-        captum = captum_metrics(model, explain, images[rows.to(images.device)],
-                                targets[rows].to(images.device), maps=maps[rows],
-                                max_examples_per_batch=len(measured),
-                                **settings.captum_options)
+        captum = captum_metrics(
+            model,
+            explain,
+            images[rows.to(images.device)],
+            targets[rows].to(images.device),
+            maps=maps[rows],
+            max_examples_per_batch=len(measured),
+            **settings.captum_options,
+        )
     out = []
     for row, k in enumerate(which):
         record: Record = {

@@ -128,9 +128,7 @@ def available_methods(warn: bool = True) -> Tuple[str, ...]:
     missing = unavailable_methods()
     if missing and warn:
         reasons = sorted(set(missing.values()))
-        warnings.warn(
-            f"leaving out {', '.join(missing)}: {'; '.join(reasons)}", stacklevel=2
-        )
+        warnings.warn(f"leaving out {', '.join(missing)}: {'; '.join(reasons)}", stacklevel=2)
     return tuple(name for name in METHODS if name not in missing)
 
 
@@ -227,7 +225,8 @@ def make_explainer(name: str, model: nn.Module, **options: Any) -> Explainer:
         raise ImportError(f"method {name!r} is not available: {missing[name]}")
     builder = _BUILDERS[name]
     accepted = [
-        p.name for p in inspect.signature(builder).parameters.values()
+        p.name
+        for p in inspect.signature(builder).parameters.values()
         if p.kind is inspect.Parameter.KEYWORD_ONLY
     ]
     unknown = sorted(set(options) - set(accepted))
@@ -353,9 +352,7 @@ def _grad_cam(model: nn.Module, adapter: ModelAdapter, name: str) -> _Run:
 
 
 @_register("scorecam")
-def _score_cam(
-    model: nn.Module, adapter: ModelAdapter, name: str, *, batch_size: int = 32
-) -> _Run:
+def _score_cam(model: nn.Module, adapter: ModelAdapter, name: str, *, batch_size: int = 32) -> _Run:
     return _package_run(PackageCAM(model, name, batch_size=batch_size))
 
 

@@ -24,8 +24,11 @@ def line_style(index: int, name: str, emphasis: Optional[str] = "daam") -> Dict[
         >>> line_style(10, "integrated_gradients")
         {'color': 'C0', 'linestyle': '--', 'linewidth': 1.2}
     """
-    return {"color": f"C{index % 10}", "linestyle": "-" if index % 20 < 10 else "--",
-            "linewidth": 2.6 if name == emphasis else 1.2}
+    return {
+        "color": f"C{index % 10}",
+        "linestyle": "-" if index % 20 < 10 else "--",
+        "linewidth": 2.6 if name == emphasis else 1.2,
+    }
 
 
 def _pyplot():
@@ -86,8 +89,12 @@ def plot_deletion_insertion(
     for index, (method, entry) in enumerate(curves.items()):
         for ax, kind in zip(axes, kinds, strict=False):
             mean = entry[kind]
-            ax.plot(torch.linspace(0, 1, len(mean)).numpy(), mean.numpy(), label=method,
-                    **line_style(index, method, emphasis))
+            ax.plot(
+                torch.linspace(0, 1, len(mean)).numpy(),
+                mean.numpy(),
+                label=method,
+                **line_style(index, method, emphasis),
+            )
     for ax, kind in zip(axes, kinds, strict=False):
         ax.set_title(f"{kind} (mean over images)")
         ax.set_xlabel(f"fraction of patches {'removed' if kind == 'deletion' else 'inserted'}")

@@ -59,8 +59,10 @@ def markdown_table(table: Mapping[str, Mapping[str, float]]) -> str:
         | method | mean IoU | acc@0.5 | ...
     """
     columns = [c for c in _COLUMNS if any(c[0] in row for row in table.values())]
-    lines = ["| method | " + " | ".join(c[1] for c in columns) + " |",
-             "|---|" + "---:|" * len(columns)]
+    lines = [
+        "| method | " + " | ".join(c[1] for c in columns) + " |",
+        "|---|" + "---:|" * len(columns),
+    ]
     for method, row in table.items():
         cells = [fmt.format(row[key]) if key in row else "" for key, _, fmt in columns]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
@@ -88,11 +90,15 @@ def paired_markdown(comparison: Mapping[str, Mapping[str, float]], reference: st
         if only is not None and counts != {rows[0]["n"]}:
             header += f" ({int(only)} images)"
         columns.append((key, header))
-    lines = [f"| method - {reference} | images | " + " | ".join(h for _, h in columns) + " |",
-             "|---|---:|" + "---:|" * len(columns)]
+    lines = [
+        f"| method - {reference} | images | " + " | ".join(h for _, h in columns) + " |",
+        "|---|---:|" + "---:|" * len(columns),
+    ]
     for method, row in comparison.items():
-        cells = [f"{row[k]:+.3f} [{row[k + '_low']:+.3f}, {row[k + '_high']:+.3f}]"
-                 if k in row else "" for k, _ in columns]
+        cells = [
+            f"{row[k]:+.3f} [{row[k + '_low']:+.3f}, {row[k + '_high']:+.3f}]" if k in row else ""
+            for k, _ in columns
+        ]
         lines.append(f"| {method} | {int(row['n'])} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -133,21 +139,28 @@ def write_report(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     taus = resolve_taus(taus)
-    paths = {"json": out / "summary.json", "markdown": out / "summary.md",
-             "box_accuracy": out / "box_accuracy.png"}
+    paths = {
+        "json": out / "summary.json",
+        "markdown": out / "summary.md",
+        "box_accuracy": out / "box_accuracy.png",
+    }
     paths["json"].write_text(json.dumps(table, indent=1))
     text = (header + "\n\n" if header else "") + markdown_table(table) + "\n"
     if reference is not None and reference in table and len(table) > 1:
         comparison = paired_comparison(records, table, evaluation_ids, reference, taus)
         paths["comparison"] = out / "comparison.json"
         paths["comparison"].write_text(json.dumps(comparison, indent=1))
-        text += (f"\nPaired differences to {reference} on the same images (each method at "
-                 "its own tuned tau; mean and 95% normal-approximation interval):\n\n"
-                 + paired_markdown(comparison, reference) + "\n")
+        text += (
+            f"\nPaired differences to {reference} on the same images (each method at "
+            "its own tuned tau; mean and 95% normal-approximation interval):\n\n"
+            + paired_markdown(comparison, reference)
+            + "\n"
+        )
     paths["markdown"].write_text(text)
 
-    plot_box_accuracy(box_accuracy_curves(records, evaluation_ids), taus,
-                      paths["box_accuracy"], reference)
+    plot_box_accuracy(
+        box_accuracy_curves(records, evaluation_ids), taus, paths["box_accuracy"], reference
+    )
     curves = mean_deletion_insertion(records, evaluation_ids)
     if curves:
         paths["deletion_insertion"] = out / "deletion_insertion.png"

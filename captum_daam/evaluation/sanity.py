@@ -224,8 +224,7 @@ def randomization_test(
     targets = torch.as_tensor(targets, dtype=torch.long, device=images.device).reshape(-1)
     if targets.numel() != images.shape[0]:
         raise InvalidInputError(
-            f"need one target per image: {images.shape[0]} "
-            f"images, {targets.numel()} targets"
+            f"need one target per image: {images.shape[0]} images, {targets.numel()} targets"
         )
     base = unwrap_model(model)
     names = list(randomization_layers(base) if layers is None else layers)
@@ -279,8 +278,14 @@ def sanity_table_markdown(rows: Sequence[Row]) -> str:
     return "\n".join(lines)
 
 
-def _similarity_panel(axes, lines: Dict[str, List[Row]], labels: Dict[int, str],
-                      title: str, bands: bool = True, emphasis: Optional[str] = None) -> None:
+def _similarity_panel(
+    axes,
+    lines: Dict[str, List[Row]],
+    labels: Dict[int, str],
+    title: str,
+    bands: bool = True,
+    emphasis: Optional[str] = None,
+) -> None:
     """One panel: a line (with a ±std band if ``bands``) per entry of ``lines`` (rows of
     one mode), randomisation steps on the x axis named by ``labels``. Lines with no
     defined value (Spearman of a constant map) are listed as such in the legend."""
@@ -291,11 +296,18 @@ def _similarity_panel(axes, lines: Dict[str, List[Row]], labels: Dict[int, str],
         std = torch.tensor([float(r["std"]) for r in chosen])
         defined = bool(torch.isfinite(mean).any())
         style = line_style(index, name, emphasis)
-        axes.plot(steps, mean.numpy(), marker="o", markersize=3,
-                  label=name if defined else f"{name} (undefined)", **style)
+        axes.plot(
+            steps,
+            mean.numpy(),
+            marker="o",
+            markersize=3,
+            label=name if defined else f"{name} (undefined)",
+            **style,
+        )
         if bands:
-            axes.fill_between(steps, (mean - std).numpy(), (mean + std).numpy(),
-                              color=style["color"], alpha=0.2)
+            axes.fill_between(
+                steps, (mean - std).numpy(), (mean + std).numpy(), color=style["color"], alpha=0.2
+            )
     axes.set_xticks(sorted(labels))
     axes.set_xticklabels([labels[s] for s in sorted(labels)], rotation=45, ha="right", fontsize=8)
     axes.axhline(0.0, color="grey", linewidth=0.5)
@@ -305,9 +317,14 @@ def _similarity_panel(axes, lines: Dict[str, List[Row]], labels: Dict[int, str],
     axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
 
 
-def _figure(rows: Sequence[Row], path: Union[str, os.PathLike], group: str,
-            panel_title: Callable[[str], str], bands: bool = True,
-            emphasis: Optional[str] = None) -> "Figure":
+def _figure(
+    rows: Sequence[Row],
+    path: Union[str, os.PathLike],
+    group: str,
+    panel_title: Callable[[str], str],
+    bands: bool = True,
+    emphasis: Optional[str] = None,
+) -> "Figure":
     """One panel per mode, one line per value of ``group`` (a row key)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -324,16 +341,20 @@ def _figure(rows: Sequence[Row], path: Union[str, os.PathLike], group: str,
         for row in chosen:
             lines.setdefault(str(row[group]), []).append(row)
         labels = {int(r["step"]): str(r["layer"]) for r in chosen}
-        _similarity_panel(figure.add_subplot(len(modes), 1, panel + 1), lines, labels,
-                          panel_title(mode), bands, emphasis)
+        _similarity_panel(
+            figure.add_subplot(len(modes), 1, panel + 1),
+            lines,
+            labels,
+            panel_title(mode),
+            bands,
+            emphasis,
+        )
     figure.tight_layout()
     figure.savefig(str(path), dpi=120)
     return figure
 
 
-def sanity_figure(
-    rows: Sequence[Row], path: Union[str, os.PathLike], title: str = ""
-) -> "Figure":
+def sanity_figure(rows: Sequence[Row], path: Union[str, os.PathLike], title: str = "") -> "Figure":
     """Plot similarity against randomisation step, one panel per mode, one line per
     metric with a ±std band, layer names on the x axis; saved to ``path`` (PNG, PDF,
     ... by extension) and returned (a matplotlib ``Figure``). Uses matplotlib's Agg
@@ -345,8 +366,9 @@ def sanity_figure(
     """
     metrics = _metric_order(rows) if rows else []
     ordered = sorted(rows, key=lambda r: metrics.index(str(r["metric"])))
-    return _figure(ordered, path, "metric",
-            lambda mode: f"{title + ': ' if title else ''}{mode} randomisation")
+    return _figure(
+        ordered, path, "metric", lambda mode: f"{title + ': ' if title else ''}{mode} randomisation"
+    )
 
 
 def sanity_comparison_figure(
@@ -374,8 +396,14 @@ def sanity_comparison_figure(
     chosen = [r for r in rows if r["metric"] == metric]
     if rows and not chosen:
         raise InvalidInputError(f"no rows of metric {metric!r}; have {_metric_order(rows)}")
-    return _figure(chosen, path, "method", lambda mode: f"{metric}, {mode} randomisation",
-                   bands=False, emphasis=emphasis)
+    return _figure(
+        chosen,
+        path,
+        "method",
+        lambda mode: f"{metric}, {mode} randomisation",
+        bands=False,
+        emphasis=emphasis,
+    )
 
 
 __all__ = [

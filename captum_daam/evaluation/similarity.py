@@ -257,9 +257,7 @@ def hog_similarity(
     return _result(_pearson_rows(describe(x), describe(y)), single)
 
 
-def map_similarities(
-    a: Tensor, b: Tensor, metrics: Sequence[str] = METRICS
-) -> Dict[str, Tensor]:
+def map_similarities(a: Tensor, b: Tensor, metrics: Sequence[str] = METRICS) -> Dict[str, Tensor]:
     """Several similarity measures of matching maps of two batches at once.
 
     Args:
@@ -284,13 +282,11 @@ def map_similarities(
     unknown = [m for m in metrics if m not in functions]
     if unknown:
         raise InvalidInputError(
-            "unknown similarity metric(s) "
-            f"{unknown}; choose from {list(METRICS)}"
+            f"unknown similarity metric(s) {unknown}; choose from {list(METRICS)}"
         )
     if isinstance(a, Tensor) and a.dim() == 2:
         raise InvalidInputError(
-            "map_similarities takes batches (N, "
-            "1, H, W); add a batch dimension"
+            "map_similarities takes batches (N, 1, H, W); add a batch dimension"
         )
     return {m: torch.as_tensor(functions[m](a, b)) for m in metrics}
 

@@ -29,8 +29,12 @@ OPTIONAL_KEYS = ("deletion_auc", "insertion_auc", "infidelity", "sensitivity_max
 PAIRED_KEYS = ("mean_iou", "box_acc", "energy") + OPTIONAL_KEYS
 
 #: Where :func:`paired_comparison` counts the images of a key measured on fewer images.
-PAIRED_COUNTS = {"deletion_auc": "n_faithfulness", "insertion_auc": "n_faithfulness",
-                 "infidelity": "n_captum", "sensitivity_max": "n_captum"}
+PAIRED_COUNTS = {
+    "deletion_auc": "n_faithfulness",
+    "insertion_auc": "n_faithfulness",
+    "infidelity": "n_captum",
+    "sensitivity_max": "n_captum",
+}
 
 
 def resolve_taus(taus: Optional[Tensor] = None) -> Tensor:
@@ -139,8 +143,7 @@ def paired_comparison(
     """
     if reference not in table:
         raise InvalidInputError(
-            f"reference method {reference!r} is "
-            f"not in the table ({sorted(table)})"
+            f"reference method {reference!r} is not in the table ({sorted(table)})"
         )
     taus = resolve_taus(taus)
     wanted = set(evaluation_ids)
@@ -151,8 +154,11 @@ def paired_comparison(
         for record in records:
             if record["method"] == method and record["id"] in wanted:
                 iou = float(record["ious"][column])
-                values = {"mean_iou": iou, "box_acc": float(iou >= 0.5),
-                          "energy": float(record["energy"])}
+                values = {
+                    "mean_iou": iou,
+                    "box_acc": float(iou >= 0.5),
+                    "energy": float(record["energy"]),
+                }
                 for key in OPTIONAL_KEYS:
                     if key in record:
                         values[key] = float(record[key])
@@ -168,8 +174,9 @@ def paired_comparison(
         common = sorted(set(rows) & set(base))
         entry: Dict[str, float] = {"n": len(common)}
         for key in PAIRED_KEYS:
-            pairs = [rows[i][key] - base[i][key] for i in common
-                     if key in rows[i] and key in base[i]]
+            pairs = [
+                rows[i][key] - base[i][key] for i in common if key in rows[i] and key in base[i]
+            ]
             if len(pairs) < 2:
                 continue
             diff = torch.tensor(pairs, dtype=torch.float64)
@@ -198,8 +205,10 @@ def box_accuracy_curves(
     for record in records:
         if record["id"] in wanted:
             curves.setdefault(record["method"], []).append(record["ious"])
-    return {m: box_accuracy(torch.tensor(v, dtype=torch.float64), iou_threshold)
-            for m, v in curves.items()}
+    return {
+        m: box_accuracy(torch.tensor(v, dtype=torch.float64), iou_threshold)
+        for m, v in curves.items()
+    }
 
 
 def mean_deletion_insertion(
@@ -215,8 +224,10 @@ def mean_deletion_insertion(
             entry = curves.setdefault(record["method"], {"deletion": [], "insertion": []})
             entry["deletion"].append(record["deletion"])
             entry["insertion"].append(record["insertion"])
-    return {method: {kind: torch.tensor(values).mean(dim=0) for kind, values in entry.items()}
-            for method, entry in curves.items()}
+    return {
+        method: {kind: torch.tensor(values).mean(dim=0) for kind, values in entry.items()}
+        for method, entry in curves.items()
+    }
 
 
 __all__ = [

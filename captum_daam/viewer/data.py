@@ -109,8 +109,11 @@ def viewer_data(
             target = int(flow.targets[i])
             frames = {
                 which: [
-                    _data_url(_as_uint8(colour_frame(frame, style.cmap)),
-                              style.image_format, style.quality)
+                    _data_url(
+                        _as_uint8(colour_frame(frame, style.cmap)),
+                        style.image_format,
+                        style.quality,
+                    )
                     for frame in display_frames(flow, i, style.mapping, which, picture.shape[:2])
                 ]
                 for which in ("accumulated", "block_maps")

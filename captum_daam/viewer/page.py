@@ -30,8 +30,10 @@ def _fill(name: str, values: Dict[str, str]) -> str:
     template = _asset(name)
     wanted = set(_PLACEHOLDER.findall(template))
     if wanted != set(values):
-        raise RuntimeError(f"assets/{name} has the placeholders {sorted(wanted)}, "
-                           f"but {sorted(values)} were given: reinstall captum-daam")
+        raise RuntimeError(
+            f"assets/{name} has the placeholders {sorted(wanted)}, "
+            f"but {sorted(values)} were given: reinstall captum-daam"
+        )
     return _PLACEHOLDER.sub(lambda match: values[match.group(1)], template)
 
 
@@ -58,13 +60,18 @@ def render_flow_viewer(
     data = viewer_data(images, flows, style=style, **rest)  # type: ignore[arg-type]
     # "<" escaped so that no string in the data can close the script element.
     payload = json.dumps(data, separators=(",", ":")).replace("<", "\\u003c")
-    return _fill("viewer.html", {
-        "title": html.escape(title),
-        "css": _fill("viewer.css", {"size": str(int(style.display_size))}),
-        "data": payload,
-        "script": _fill("viewer.js", {"alpha": repr(float(style.alpha)),
-                                      "frame_ms": str(int(style.frame_ms))}),
-    })
+    return _fill(
+        "viewer.html",
+        {
+            "title": html.escape(title),
+            "css": _fill("viewer.css", {"size": str(int(style.display_size))}),
+            "data": payload,
+            "script": _fill(
+                "viewer.js",
+                {"alpha": repr(float(style.alpha)), "frame_ms": str(int(style.frame_ms))},
+            ),
+        },
+    )
 
 
 def write_flow_viewer(

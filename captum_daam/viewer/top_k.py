@@ -54,8 +54,11 @@ def explain_top_k(
     ranks = logits.topk(k, dim=1).indices
     return [
         daam.attribute(
-            images, target=ranks[:, j], additional_forward_args=additional_forward_args,
-            return_flow=True, token=token,
+            images,
+            target=ranks[:, j],
+            additional_forward_args=additional_forward_args,
+            return_flow=True,
+            token=token,
         )
         for j in range(k)
     ]

@@ -140,9 +140,25 @@ def flow_mp4(
     path = Path(path)
     rate = fps if fps is not None else 1000 / style.frame_ms
     command = [
-        executable, "-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "rgb24",
-        "-s", f"{width + pad_w}x{height + pad_h}", "-r", str(rate), "-i", "-",
-        "-c:v", "libx264", "-pix_fmt", "yuv420p", str(path),
+        executable,
+        "-y",
+        "-loglevel",
+        "error",
+        "-f",
+        "rawvideo",
+        "-pix_fmt",
+        "rgb24",
+        "-s",
+        f"{width + pad_w}x{height + pad_h}",
+        "-r",
+        str(rate),
+        "-i",
+        "-",
+        "-c:v",
+        "libx264",
+        "-pix_fmt",
+        "yuv420p",
+        str(path),
     ]
     result = subprocess.run(command, input=raw, capture_output=True)
     if result.returncode != 0:

@@ -40,7 +40,10 @@ def to_display_image(
 
 
 def display_frames(
-    flow: DAAMFlow, index: int = 0, mapping: str = "sigmoid", which: str = "accumulated",
+    flow: DAAMFlow,
+    index: int = 0,
+    mapping: str = "sigmoid",
+    which: str = "accumulated",
     size: Optional[Tuple[int, int]] = None,
 ) -> np.ndarray:
     """Display frames (blocks, H, W) in [0, 1] of one example, upsampled to the input.

@@ -82,8 +82,12 @@ class FlowStyle:
             raise InvalidInputError(
                 f"image_format must be one of {sorted(FRAME_FORMATS)}, got {self.image_format!r}"
             )
-        for name, low, high in (("frame_ms", 1, None), ("scale", 1, None),
-                                ("quality", 1, 100), ("display_size", 1, None)):
+        for name, low, high in (
+            ("frame_ms", 1, None),
+            ("scale", 1, None),
+            ("quality", 1, 100),
+            ("display_size", 1, None),
+        ):
             value = getattr(self, name)
             if value < low or (high is not None and value > high):
                 bound = f"lie in [{low}, {high}]" if high is not None else f"be at least {low}"
@@ -141,6 +145,9 @@ class FlowStyle:
         """
         names = {field.name for field in fields(cls)}
         options = {name: value for name, value in arguments.items() if name in names}
-        rest = {name: value for name, value in arguments.items()
-                if name not in names and name != "style"}
+        rest = {
+            name: value
+            for name, value in arguments.items()
+            if name not in names and name != "style"
+        }
         return cls.resolve(arguments.get("style"), **options), rest  # type: ignore[arg-type]
