@@ -6,6 +6,7 @@ run for real (skipped when Quantus is not installed); the function itself is che
 against the public explainers it wraps, value for value, without Quantus.
 """
 
+import copy
 import re
 
 import numpy as np
@@ -174,7 +175,7 @@ def test_targets_token_and_layout(model):
 
 
 def test_model_left_exactly_as_found(model):
-    train_mode = build("vit", torch.float32)
+    train_mode = copy.deepcopy(build("vit", torch.float32))  # build() is cached: a copy
     train_mode.train()
     images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(4))
     for method, extra in (

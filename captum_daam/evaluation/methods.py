@@ -42,7 +42,7 @@ import torch
 from captum.attr import IntegratedGradients
 from torch import Tensor, nn
 
-from ..adapters import get_adapter
+from ..adapters import get_adapter, model_lock
 from ..adapters.base import ModelAdapter
 from ..attr import DAAM
 from ..baselines import (
@@ -333,14 +333,16 @@ def _integrated_gradients(
     gradients = IntegratedGradients(logits)
 
     def run(images: Tensor, targets: Tensor, grid: Tuple[int, int]) -> Tensor:
-        attributions = gradients.attribute(
-            images,
-            baselines=float(baseline),
-            target=targets,
-            n_steps=int(n_steps),
-            method=method,
-            internal_batch_size=internal_batch_size or int(images.shape[0]),
-        )
+        # No hooks of its own, but its forwards must not pass through another thread's.
+        with model_lock(model):
+            attributions = gradients.attribute(
+                images,
+                baselines=float(baseline),
+                target=targets,
+                n_steps=int(n_steps),
+                method=method,
+                internal_batch_size=internal_batch_size or int(images.shape[0]),
+            )
         return signs[sign](attributions.sum(dim=1, keepdim=True))
 
     return run
