@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from .errors import InvalidFileError, InvalidInputError, InvalidInputTypeError
+from .file_checks import not_a_file, reader_error
 
 #: Written into every bank file, checked on load.
 _FORMAT_KEY = "captum_daam"
@@ -77,16 +78,9 @@ def read_bank_file(path: str) -> Tuple[Dict[str, Tensor], Dict[str, str]]:
     :class:`InvalidFileError` naming the path, the problem and the fix."""
     from safetensors import safe_open
 
-    if not os.path.isfile(path):
-        kind = (
-            "it is a folder"
-            if os.path.isdir(path)
-            else "it is not a regular file"
-            if os.path.exists(path)
-            else "a broken or looping symbolic link"
-            if os.path.islink(path)
-            else "no such file"
-        )
+    kind = not_a_file(path)
+    if kind is not None:
+        kind = "no such file" if kind == "missing" else f"it is {kind}"
         raise InvalidFileError(
             f"cannot read memory bank {path}: {kind}; give the path of "
             "a file written by MemoryBank.save"
@@ -108,8 +102,7 @@ def read_bank_file(path: str) -> Tuple[Dict[str, Tensor], Dict[str, str]]:
     except InvalidFileError:
         raise
     except Exception as error:  # SafetensorError, OSError, unsupported dtypes, ...
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        reason = reason.replace("Error while deserializing header: ", "")[:200]
+        reason = reader_error(error)
         raise _not_a_bank(
             path,
             f"it cannot be read as a safetensors file ({reason}; "

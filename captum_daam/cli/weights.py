@@ -13,6 +13,7 @@ from typing import Dict, Union
 import torch
 
 from ..errors import InvalidFileError
+from ..file_checks import not_a_file, reader_error
 
 _RESAVE = "re-save it with torch.save(model.state_dict()) or use .safetensors"
 
@@ -65,7 +66,7 @@ def _read_safetensors(path: Path) -> object:
     except OSError:
         raise
     except Exception as error:  # SafetensorError, unsupported dtypes, ...
-        reason = _first_line(error).replace("Error while deserializing header: ", "")
+        reason = reader_error(error)
         raise InvalidFileError(
             f"{path} is not a readable .safetensors file ({reason}; truncated, corrupt or "
             "of another format); re-save it with "
@@ -97,17 +98,11 @@ def state_dict_from(path: Union[str, Path]) -> Dict[str, torch.Tensor]:
         >>> model.load_state_dict(state)
     """
     path = Path(path)
-    if not path.is_file():
-        if not path.exists() and not path.is_symlink():
-            raise InvalidFileError(f"weights file not found: {path}")
-        kind = (
-            "is a folder"
-            if path.is_dir()
-            else "is not a regular file"
-            if path.exists()
-            else "is a broken or looping symbolic link"
-        )
-        raise InvalidFileError(f"weights file {path} {kind}; give a .safetensors or .pth file")
+    kind = not_a_file(path)
+    if kind == "missing":
+        raise InvalidFileError(f"weights file not found: {path}")
+    if kind is not None:
+        raise InvalidFileError(f"weights file {path} is {kind}; give a .safetensors or .pth file")
     try:
         with path.open("rb") as handle:
             head = handle.read(9)
