@@ -69,7 +69,8 @@ class DAAMFlow:
         """
         mass = self.block_maps.sum(dim=(-2, -1))
         total = mass.sum(dim=1, keepdim=True)
-        return mass / total.clamp(min=1e-30) * (total > 0)
+        positive = total > 0
+        return torch.where(positive, mass / torch.where(positive, total, 1), 0)
 
     def _per_example(self) -> Tuple[str, ...]:
         """Names of the tensor fields with one entry per example."""

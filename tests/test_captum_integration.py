@@ -106,6 +106,30 @@ def fixed_patch_removal(seed):
     return perturb
 
 
+def infidelity_by_hand(forward, perturb, inputs, attributions, targets, samples, normalize):
+    """Captum's infidelity from its definition, for a deterministic ``perturb``:
+    E_k[(beta * I_k . attr - (f(x) - f(x - I_k)))^2] per example, beta = 1 unless
+    ``normalize`` (then the least-squares scale of the dot products)."""
+    inputs = inputs if isinstance(inputs, tuple) else (inputs,)
+    attributions = attributions if isinstance(attributions, tuple) else (attributions,)
+    count = inputs[0].shape[0]
+    expanded = tuple(t.repeat_interleave(samples, 0) for t in inputs)
+    perturbation, perturbed = perturb(expanded if len(expanded) > 1 else expanded[0])
+    perturbation = perturbation if isinstance(perturbation, tuple) else (perturbation,)
+    perturbed = perturbed if isinstance(perturbed, tuple) else (perturbed,)
+    index = targets.repeat_interleave(samples)[:, None]
+    with torch.no_grad():
+        f_x = forward(*expanded).gather(1, index)[:, 0]
+        f_p = forward(*perturbed).gather(1, index)[:, 0]
+    dot = sum(
+        (i * a.repeat_interleave(samples, 0)).flatten(1).sum(1)
+        for i, a in zip(perturbation, attributions)
+    )
+    a, b = dot.view(count, samples), (f_x - f_p).view(count, samples)
+    beta = (a * b).mean(1) / (a * a).mean(1) if normalize else torch.ones(count)
+    return ((beta[:, None] * a - b) ** 2).mean(1)
+
+
 def test_infidelity_runs_on_a_batch_and_follows_its_definition(batch):
     model, images, targets = batch
     attributions = DAAMInput(model).attribute(images, target=targets)
@@ -197,6 +221,41 @@ def test_metrics_take_tuple_inputs(batch):
         shifted, perturb, (images, shift), attributions, target=targets, n_perturb_samples=2
     )
     assert infid.shape == (4,) and bool(torch.isfinite(infid).all())
+    # Values: the tuple's map is the tensor input's, the further input's is zero ...
+    plain = DAAMInput(model).attribute(images, target=targets)
+    torch.testing.assert_close(attributions[0], plain)
+    assert torch.equal(attributions[1], torch.zeros_like(shift))
+    # ... infidelity follows its definition over both inputs (the shift's perturbation
+    # moves the score but gets no attribution) ...
+    for normalize in (False, True):
+        value = infidelity(
+            shifted,
+            perturb,
+            (images, shift),
+            attributions,
+            target=targets,
+            n_perturb_samples=2,
+            normalize=normalize,
+        )
+        expected = infidelity_by_hand(
+            shifted, perturb, (images, shift), attributions, targets, 2, normalize
+        )
+        torch.testing.assert_close(value, expected, rtol=1e-4, atol=1e-6)
+
+    # ... and sensitivity with the further input held still equals the tensor input's.
+    def move_images(inputs, radius):
+        generator = torch.Generator().manual_seed(5)
+        moved = inputs[0] + radius * (2 * torch.rand(inputs[0].shape, generator=generator) - 1)
+        return (moved, *inputs[1:])
+
+    def move_tensor(inputs, radius):
+        return move_images((inputs,), radius)[0]
+
+    kwargs = dict(perturb_radius=0.1, n_perturb_samples=3, target=targets)
+    sens = sensitivity_max(explainer.attribute, (images, shift), move_images, **kwargs)
+    alone = sensitivity_max(DAAMInput(model).attribute, images, move_tensor, **kwargs)
+    torch.testing.assert_close(sens, alone, rtol=1e-4, atol=1e-6)
+    assert bool((sens > 0).all())
 
 
 # --- NoiseTunnel -----------------------------------------------------------------------
@@ -358,6 +417,27 @@ def test_input_space_baselines_go_through_captum_metrics(batch):
     )
     assert sens.shape == infid.shape == (4,)
     assert bool(torch.isfinite(sens).all() and torch.isfinite(infid).all())
+    # Values: the input-space map is the grid map upsampled over the channels, and the
+    # metrics follow their definitions on it.
+    attributions = explain(images, targets)
+    grid_maps = gradcam.attribute(images, target=targets)
+    torch.testing.assert_close(attributions, upsample(grid_maps, (32, 32)).expand(-1, 3, -1, -1))
+    expected = infidelity_by_hand(
+        model, fixed_patch_removal(1), images, attributions, targets, 3, normalize=False
+    )
+    torch.testing.assert_close(infid, expected, rtol=1e-4, atol=1e-6)
+
+    def perturb(inputs, radius):
+        generator = torch.Generator().manual_seed(9)
+        return inputs + radius * (2 * torch.rand(inputs.shape, generator=generator) - 1)
+
+    sens = sensitivity_max(
+        explain, images, perturb, perturb_radius=0.1, n_perturb_samples=2, target=targets
+    )
+    moved = explain(perturb(images.repeat_interleave(2, 0), 0.1), targets.repeat_interleave(2))
+    change = (moved - attributions.repeat_interleave(2, 0)).flatten(1).norm(dim=1)
+    by_hand = (change.view(4, 2) / attributions.flatten(1).norm(dim=1)[:, None]).amax(1)
+    torch.testing.assert_close(sens, by_hand, rtol=1e-4, atol=1e-6)
 
 
 # --- Attention rollout -------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -458,3 +459,146 @@ def test_top_level_help_ends_with_examples(capsys):
         with pytest.raises(SystemExit):
             main([command, "--help"])
         assert "(default: " in capsys.readouterr().out
+
+
+# What the command line reports, recomputed from the files it wrote ----------------------
+
+
+def _shares(block_maps: np.ndarray) -> np.ndarray:
+    """Each block's share of the final map's mass, (..., blocks), by its definition."""
+    masses = block_maps.astype(np.float64).sum(axis=(-2, -1))
+    totals = masses.sum(axis=-1, keepdims=True)
+    return np.where(totals > 0, masses / np.where(totals > 0, totals, 1.0), 0.0)
+
+
+def _centres_in_box(box, size) -> np.ndarray:
+    """(H, W) mask of the pixels whose centre lies in box (x0, y0, x1, y1)."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    ys = np.arange(size[0]) + 0.5
+    xs = np.arange(size[1]) + 0.5
+    return ((ys >= y0) & (ys <= y1))[:, None] & ((xs >= x0) & (xs <= x1))[None, :]
+
+
+@pytest.mark.skipif(not DEFAULT_WEIGHTS_PATH.is_file(), reason="embedded weights missing")
+def test_demo_energy_in_boxes_is_the_mass_of_the_written_maps_inside_the_boxes(capsys, tmp_path):
+    """summary.json's and stdout's energies, recomputed from the ``*_maps.npz`` the demo
+    wrote: the final map upsampled (bilinear) to the image, its non-negative mass inside
+    the object box (pixel centres) over its whole mass. The boxes are those of the demo's
+    generator (SyntheticShapes, seed 2026)."""
+    from captum_daam.zoo import SyntheticShapes
+
+    out = tmp_path / "demo"
+    code, stdout, stderr = run(capsys, "demo", "--out", out, "--images", "4")
+    assert code == 0, stderr
+    summary = json.loads((out / "summary.json").read_text())
+    dataset = SyntheticShapes(4, seed=2026)
+    energies, areas = [], []
+    for i, record in enumerate(summary["images"]):
+        image, _, box = dataset[i]
+        size = tuple(image.shape[-2:])
+        maps = np.load(out / f"{os.path.basename(record['file'])[:-4]}_maps.npz")
+        assert maps["accumulated"].shape[0] == 1 and len(record["explained"]) == 1
+        entry = record["explained"][0]
+        assert entry["class"] == int(maps["targets"][0])
+        np.testing.assert_allclose(
+            entry["block_contributions"], _shares(maps["block_maps"][0]), atol=1e-5
+        )
+        final = torch.from_numpy(maps["accumulated"][0, -1]).double()[None, None]
+        upsampled = torch.nn.functional.interpolate(
+            final, size=size, mode="bilinear", align_corners=False
+        )[0, 0].numpy()
+        mass = np.clip(upsampled, 0, None)
+        mask = _centres_in_box(box.tolist(), size)
+        energy = float((mass * mask).sum() / mass.sum())
+        area = float(mask.mean())
+        assert entry["energy_in_box"] == pytest.approx(energy, abs=1e-4)
+        assert entry["box_area_fraction"] == pytest.approx(area, abs=1e-4)
+        energies.append(energy)
+        areas.append(area)
+    loc = summary["localisation"]
+    assert loc["mean_energy_in_box"] == pytest.approx(np.mean(energies), abs=1e-4)
+    assert loc["mean_box_area_fraction"] == pytest.approx(np.mean(areas), abs=1e-4)
+    shown = re.search(
+        r"mass inside the object boxes: ([0-9.]+) \(a uniform map: ([0-9.]+)\)", stdout
+    )
+    assert shown, stdout
+    assert float(shown.group(1)) == pytest.approx(np.mean(energies), abs=6e-4)
+    assert float(shown.group(2)) == pytest.approx(np.mean(areas), abs=6e-4)
+
+
+def _page_data(page: str) -> dict:
+    found = re.search(r'<script type="application/json" id="daam-data">(.*?)</script>', page, re.S)
+    assert found, "the page embeds its data"
+    return json.loads(found.group(1))
+
+
+def _decode(url: str) -> np.ndarray:
+    import base64
+    import io
+
+    header, payload = url.split(",", 1)
+    assert header in ("data:image/png;base64", "data:image/jpeg;base64")
+    with Image.open(io.BytesIO(base64.b64decode(payload))) as picture:
+        return np.asarray(picture.convert("RGB")).astype(np.float64)
+
+
+def _tiles(picture: np.ndarray, side: int = 16) -> np.ndarray:
+    """Means of side x side tiles of an (H, W, 3) picture: what JPEG keeps well."""
+    rows, cols = picture.shape[0] // side, picture.shape[1] // side
+    return picture.reshape(rows, side, cols, side, 3).mean(axis=(1, 3))
+
+
+def _sigmoid_frames(maps: torch.Tensor, size) -> np.ndarray:
+    """The paper's display mapping of one flow of maps (blocks, rows, cols), written out:
+    bilinear upsampling, ``sigmoid(5 * m / max(last map)) - 0.5``, min-max per frame."""
+    up = torch.nn.functional.interpolate(
+        maps[None].double(), size=size, mode="bilinear", align_corners=False
+    )[0]
+    squashed = torch.sigmoid(5 * up / up[-1].max().clamp(min=1e-30)) - 0.5
+    low = squashed.amin(dim=(1, 2), keepdim=True)
+    span = squashed.amax(dim=(1, 2), keepdim=True) - low
+    return torch.where(span > 0, (squashed - low) / span.clamp(min=1e-30), 0.0).numpy()
+
+
+def test_explain_viewer_shows_each_class_rank_with_its_own_daam_call(
+    capsys, tmp_path, image_folder, tiny_weights
+):
+    """The viewer page of ``explain --topk 2 --html`` (in batches of one), per image and
+    class rank: the class is the rank's class of the model's logits, and the score,
+    shares and frames are those of a separate ``DAAM.attribute(image, target=class)``."""
+    from matplotlib import colormaps
+
+    from captum_daam import DAAM
+    from captum_daam.cli.models import load_model
+    from captum_daam.image_files import read_image
+
+    out = tmp_path / "out"
+    args = ["explain", image_folder, "--model", MODEL, "--weights", tiny_weights]
+    code, _, stderr = run(capsys, *args, "--out", out, "--topk", "2", "--html", "--batch-size", "1")
+    assert code == 0, stderr
+    data = _page_data((out / "viewer.html").read_text(encoding="utf-8"))
+    loaded = load_model(MODEL, str(tiny_weights))
+    model = timm.create_model(MODEL, pretrained=False, num_classes=5).eval()
+    model.load_state_dict(load_file(str(tiny_weights)))
+    jet = colormaps["jet"]
+    assert [image["name"] for image in data["images"]] == ["a.png", "b.jpg"]
+    for image in data["images"]:
+        x = loaded.transform(read_image(image_folder / image["name"]))[None]
+        with torch.no_grad():
+            ranked = model(x)[0].topk(2).indices.tolist()
+        assert [entry["target"] for entry in image["classes"]] == ranked
+        for rank, entry in enumerate(image["classes"]):
+            flow = DAAM(model).attribute(x, target=ranked[rank], return_flow=True)
+            assert entry["score"] == pytest.approx(float(flow.scores[0]), rel=1e-4, abs=1e-5)
+            np.testing.assert_allclose(
+                entry["contributions"], _shares(flow.block_maps[0].numpy()), atol=1e-5
+            )
+            for which in ("accumulated", "block_maps"):
+                frames = _sigmoid_frames(getattr(flow, which)[0], tuple(x.shape[-2:]))
+                assert len(entry[which]) == len(frames) == 6
+                for b, frame in enumerate(frames):
+                    expected = _tiles(np.clip(jet(frame)[..., :3], 0, 1) * 255)
+                    shown = _tiles(_decode(entry[which][b]))
+                    # JPEG keeps tile means within ~2 levels; another class's or
+                    # another block's frame is 10 to 100 levels away.
+                    assert np.abs(shown - expected).mean() < 4, (image["name"], rank, which, b)

@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from torch import nn
 
 import explicit_attention as textbook
+from all_queries_reference import reference_vit
 from assertions import assert_close_scaled
 from captum_daam import DAAM, UnsupportedModelError
 from captum_daam._core.flow import relevance_flow
@@ -243,26 +244,29 @@ def build(name: str) -> nn.Module:
     return FAMILIES[name].build()
 
 
-def daam_flow(model, images, target, token, forward_args=()):
-    """DAAM's flow. Through :class:`DAAM` for timm models; for Hugging Face models
-    through the core with the adapter's ``logits`` hook, until attr.py calls it."""
+def daam_flow(model, images, target, token, forward_args=(), layer=None, queries=None):
+    """DAAM's flow through the public :class:`DAAM`, for every family (Hugging Face too)."""
+    flow = DAAM(model, layer=layer, queries=queries).attribute(
+        images,
+        target=target,
+        return_flow=True,
+        token=token,
+        additional_forward_args=forward_args or None,
+    )
+    return (
+        flow.token_relevance,
+        flow.block_maps,
+        flow.accumulated,
+        flow.targets,
+        flow.scores,
+        flow.grid_size,
+    )
+
+
+def core_flow(model, images, target, token):
+    """DAAM's flow of a Hugging Face model through the core, with the adapter's
+    ``logits`` hook: what :class:`DAAM` must agree with."""
     adapter = get_adapter(model)
-    if not isinstance(adapter, HuggingFaceViTAdapter):
-        flow = DAAM(model).attribute(
-            images,
-            target=target,
-            return_flow=True,
-            token=token,
-            additional_forward_args=forward_args or None,
-        )
-        return (
-            flow.token_relevance,
-            flow.block_maps,
-            flow.accumulated,
-            flow.targets,
-            flow.scores,
-            flow.grid_size,
-        )
     token_index = adapter.readout_tokens[token or "cls"]
     targets = target_tensor(target, images.shape[0], images.device)
     record = {}
@@ -273,62 +277,143 @@ def daam_flow(model, images, target, token, forward_args=()):
         return scores
 
     grid = adapter.grid_size(tuple(images.shape[-2:]))
-    rel = relevance_flow(
-        model,
-        adapter.sites,
-        (images,),
-        score_fn,
-        token_index,
-        additional_forward_args=forward_args or None,
-    )
+    rel = relevance_flow(model, adapter.sites, (images,), score_fn, token_index)
     maps = block_maps(rel, adapter.num_prefix_tokens, grid)
     return rel, maps, accumulate(maps), record["targets"], record["scores"], grid
 
 
-@pytest.mark.parametrize("name", sorted(FAMILIES))
-def test_matches_explicit_reference(name):
-    model = build(name)
-    family = FAMILIES[name]
-    adapter = get_adapter(model)
-    assert type(adapter) is family.adapter
+# -------------------------------------------------- every family against its reference
 
-    @settings(max_examples=3)
-    @given(attribution_cases(family.sizes, family.tokens, NUM_CLASSES))
-    def check(case):
-        batch, size, token, targets, seed = case
-        images = random_images(batch, size, seed)
-        before = snapshot(model)
-        rel, maps, acc, used, scores, grid = daam_flow(model, images, targets, token)
-        assert_unchanged(model, before)
-        ref = reference_daam(
+#: Which blocks are explained: every one, or the last and the first passed in reverse
+#: order (``modules[::-2]``; the last alone for two-block families).
+LAYERS = ("all", "subset")
+#: Hugging Face forward options: an attention mask (N, T) of 0 / 1, or
+#: ``interpolate_pos_encoding=True`` with sizes other than the model's (ViT, DeiT).
+HF_OPTIONS = ("mask", "interpolate")
+INTERPOLATED_SIZES = ((24, 40), (40, 16))
+
+
+def _hf_kind(name: str) -> str:
+    return next(k for k in ("deit_teacher", "dinov2", "deit", "vit") if f"hf_{k}" in name)
+
+
+def _combinations():
+    """(family, token, queries, layers, option): every readout token and layer choice of
+    every family, the all-queries mode where the family has it (timm ViTs: DeiT-III),
+    and the Hugging Face forward options where the class takes them."""
+    cases = []
+    for name in sorted(FAMILIES):
+        family = FAMILIES[name]
+        for layers in LAYERS:
+            cases += [(name, token, "readout", layers, None) for token in family.tokens]
+            if family.adapter is TimmVisionTransformerAdapter:
+                cases.append((name, None, "all", layers, None))
+        if family.hf:
+            cases.append((name, "cls", "readout", "all", "mask"))
+            if _hf_kind(name) != "dinov2":
+                cases.append((name, "cls", "readout", "all", "interpolate"))
+    return [pytest.param(*case, id="-".join(str(c) for c in case)) for case in cases]
+
+
+def _forward_args(name: str, option, images, seed: int, prefix: int, grid) -> tuple:
+    """The positional forward arguments after the images for a Hugging Face option."""
+    if option is None:
+        return ()
+    kind = _hf_kind(name)
+    if option == "interpolate":
+        return (True,) if kind == "deit_teacher" else (None, True)
+    generator = torch.Generator().manual_seed(seed + 1)
+    mask = torch.rand(images.shape[0], prefix + grid[0] * grid[1], generator=generator) > 0.3
+    mask[:, :prefix] = True
+    mask = mask.long()
+    before_mask = {"vit": (None, None), "deit": (None, None), "deit_teacher": (False,)}
+    return (*before_mask.get(kind, (None,)), mask)
+
+
+def _one_image(args: tuple, i: int) -> tuple:
+    """The forward arguments of image ``i``: batch tensors sliced, the rest as given."""
+    return tuple(a[i : i + 1] if isinstance(a, torch.Tensor) else a for a in args)
+
+
+def _reference(family, model, modules, images, targets, token, queries, args, grid):
+    """The explicit reference of the chosen blocks, image by image."""
+    adapter = get_adapter(model)
+    if queries == "all":  # every query row (timm ViT): the full reference, chosen blocks
+        full = reference_vit(model, images, targets)
+        chosen = [i for i, m in enumerate(family.attention(model)) if any(m is c for c in modules)]
+        maps = full.block_maps[:, chosen]
+        return full.token_relevance[:, chosen], maps, maps.cumsum(1), full.targets, None
+    refs = [
+        reference_daam(
             model,
-            family.attention(model),
-            images,
-            targets,
+            modules,
+            images[i : i + 1],
+            None if targets is None else targets[i : i + 1],
             token_index=family.token_index[token],
             num_prefix_tokens=adapter.num_prefix_tokens,
             grid_size=grid,
             explicit=family.explicit,
             z_row=family.z_row,
             logits_of=adapter.logits,
+            forward_args=_one_image(args, i),
+        )
+        for i in range(images.shape[0])
+    ]
+    return tuple(
+        torch.cat([getattr(r, f) for r in refs])
+        for f in ("token_relevance", "block_maps", "accumulated", "targets", "logits")
+    )
+
+
+@pytest.mark.parametrize("name,token,queries,layers,option", _combinations())
+def test_matches_explicit_reference(name, token, queries, layers, option):
+    """:class:`DAAM` (float64) against the explicit slow reference; the combinations are
+    parametrised, hypothesis draws the values (batch, size, targets, seed)."""
+    model = build(name)
+    family = FAMILIES[name]
+    adapter = get_adapter(model)
+    assert type(adapter) is family.adapter
+    every = family.attention(model)
+    chosen = every if layers == "all" else every[::-2]  # given to DAAM out of order
+    modules = [m for m in every if any(m is c for c in chosen)]  # model order
+    sizes = INTERPOLATED_SIZES if option == "interpolate" else family.sizes
+
+    @settings(max_examples=2)
+    @given(attribution_cases(sizes, (token,), NUM_CLASSES))
+    def check(case):
+        batch, size, token_, targets, seed = case
+        images = random_images(batch, size, seed)
+        grid = adapter.grid_size(size)
+        args = _forward_args(name, option, images, seed, adapter.num_prefix_tokens, grid)
+        before = snapshot(model)
+        layer = None if layers == "all" else chosen
+        rel, maps, acc, used, scores, grid = daam_flow(
+            model, images, targets, token_, args, layer=layer, queries=queries
+        )
+        assert_unchanged(model, before)
+        ref_rel, ref_maps, ref_acc, ref_targets, ref_logits = _reference(
+            family, model, modules, images, targets, token_, queries, args, grid
         )
         # Hugging Face's eager kernel takes the softmax in float32 even in a float64
         # model, so the model itself (whose gradient DAAM takes) is float32-exact there.
         eager = getattr(getattr(model, "config", None), "_attn_implementation", "") == "eager"
         rtol = 1e-5 if eager else 1e-7
-        assert torch.equal(used, ref.targets)
-        assert_close_scaled(rel, ref.token_relevance, rtol)
-        assert_close_scaled(maps, ref.block_maps, rtol)
-        assert_close_scaled(acc, ref.accumulated, rtol)
-        torch.testing.assert_close(
-            scores, ref.logits.gather(1, ref.targets[:, None])[:, 0], rtol=rtol, atol=rtol
-        )
-        assert maps.shape[1] == len(family.attention(model)) and maps.shape[0] == batch
+        assert torch.equal(used, ref_targets)
+        assert_close_scaled(rel, ref_rel, rtol)
+        assert_close_scaled(maps, ref_maps, rtol)
+        assert_close_scaled(acc, ref_acc, rtol)
+        logits = adapter.logits(model(images, *args)).detach()
+        torch.testing.assert_close(scores, logits.gather(1, used[:, None])[:, 0])
+        assert maps.shape[:2] == (batch, len(modules))
         assert maps.sum() > 0
-        # The explicit attention reproduces the model's own output.
-        torch.testing.assert_close(
-            ref.logits, adapter.logits(model(images)).detach(), rtol=rtol, atol=rtol
-        )
+        if ref_logits is not None:
+            # The explicit attention reproduces the model's own output.
+            torch.testing.assert_close(ref_logits, logits, rtol=rtol, atol=rtol)
+            torch.testing.assert_close(
+                scores, ref_logits.gather(1, ref_targets[:, None])[:, 0], rtol=rtol, atol=rtol
+            )
+        if option == "mask":  # masked keys get no attention, hence no relevance
+            assert torch.all(rel.transpose(0, 1)[:, args[-1] == 0] == 0)
 
     check()
 
@@ -527,5 +612,5 @@ def test_hf_through_daam_end_to_end():
     model = build("hf_deit_teacher_sdpa")
     images = torch.randn(2, 3, 32, 32, dtype=torch.float64)
     flow = DAAM(model).attribute(images, token="dist", return_flow=True)
-    rel, *_ = daam_flow(model, images, None, "dist")
+    rel, *_ = core_flow(model, images, None, "dist")
     assert_close_scaled(flow.token_relevance, rel)

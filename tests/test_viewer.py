@@ -27,6 +27,7 @@ from PIL import Image
 from captum_daam import DAAM
 from captum_daam.viewer import explain_top_k, render_flow_viewer, write_flow_viewer
 from captum_daam.visualization import display_frames
+from conftest import missing_tool
 from families import NUM_CLASSES, build
 
 NAMES = [f"name {i} <b>&amp;</b>" for i in range(NUM_CLASSES)]
@@ -277,9 +278,10 @@ class Chromium:
 def browser():
     binary = chromium_binary()
     if binary is None:
-        pytest.skip(
+        missing_tool(
+            "chromium",
             "no Chromium binary on PATH: install Debian's chromium package "
-            "(apt-get install -y chromium), as .ci/run does"
+            "(apt-get install -y chromium), as .ci/run does",
         )
     chromium = Chromium(binary)
     try:
@@ -431,3 +433,48 @@ def test_page_refuses_bad_options_by_name(explained):
         render_flow_viewer(images, flows, image_format="gif")
     with pytest.raises(TypeError, match="colour"):
         render_flow_viewer(images, flows, colour="red")
+
+
+def _mapped(maps: torch.Tensor, mapping: str, size) -> np.ndarray:
+    """A display mapping of one flow of maps (blocks, rows, cols), written out: bilinear
+    upsampling, then ``linear`` (one min-max over all blocks) or ``sigmoid``
+    (``sigmoid(5 * m / max(last map)) - 0.5``, min-max per frame)."""
+    up = torch.nn.functional.interpolate(
+        maps[None].double(), size=size, mode="bilinear", align_corners=False
+    )[0]
+    if mapping == "sigmoid":
+        up = torch.sigmoid(5 * up / up[-1].max().clamp(min=1e-30)) - 0.5
+        dims = (1, 2)
+    else:
+        dims = (0, 1, 2)
+    low = up.amin(dim=dims, keepdim=True)
+    span = up.amax(dim=dims, keepdim=True) - low
+    return torch.where(span > 0, (up - low) / span.clamp(min=1e-30), 0.0).numpy()
+
+
+@pytest.mark.parametrize("mapping", ["sigmoid", "linear"])
+def test_each_class_rank_shows_its_own_separate_daam_call(explained, mapping):
+    """Per image and class rank, the page's class is the model's class of that rank, and
+    its score, shares and frames are those of a separate ``DAAM.attribute`` call on that
+    image alone with that class as target, mapped and coloured as written out here."""
+    model, images, flows = explained
+    data = page_data(render_flow_viewer(images, flows, image_format="png", mapping=mapping))
+    assert data["mapping"] == mapping
+    jet = colormaps["jet"]
+    for i, image in enumerate(data["images"]):
+        with torch.no_grad():
+            ranked = model(images[i : i + 1])[0].topk(2).indices.tolist()
+        assert [entry["target"] for entry in image["classes"]] == ranked
+        for entry, target in zip(image["classes"], ranked, strict=True):
+            flow = DAAM(model).attribute(images[i : i + 1], target=target, return_flow=True)
+            assert entry["score"] == pytest.approx(float(flow.scores[0]), rel=1e-4, abs=1e-5)
+            masses = flow.block_maps[0].double().sum(dim=(-2, -1))
+            np.testing.assert_allclose(entry["contributions"], masses / masses.sum(), atol=1e-5)
+            for which in ("accumulated", "block_maps"):
+                frames = _mapped(getattr(flow, which)[0], mapping, (32, 32))
+                assert len(entry[which]) == len(frames)
+                for b, frame in enumerate(frames):
+                    expected = np.clip(jet(frame)[..., :3], 0, 1) * 255
+                    error = np.abs(decode(entry[which][b]).astype(np.float64) - expected)
+                    # Lossless PNG: only rounding and a colour-map bin at a boundary.
+                    assert error.mean() < 1.5 and np.quantile(error, 0.99) < 12, (i, which, b)

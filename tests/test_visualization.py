@@ -15,6 +15,7 @@ from captum_daam.visualization import (
     overlay,
     to_display_image,
 )
+from conftest import missing_tool
 from families import build
 
 
@@ -83,6 +84,27 @@ def test_mp4_needs_an_encoder_and_says_so(example, tmp_path, monkeypatch):
         visualization.flow_mp4(images[0], flow, tmp_path / "flow.mp4")
 
 
+def test_missing_tool_skips_unless_ci_requires_it():
+    def outcome(tool, value):
+        environ = {} if value is None else {"CAPTUM_DAAM_REQUIRE_TOOLS": value}
+        try:
+            missing_tool(tool, f"no {tool} here", environ)
+        except pytest.skip.Exception as skipped:
+            assert f"no {tool} here" in str(skipped)
+            return "skip"
+        except pytest.fail.Exception as failed:
+            assert f"no {tool} here" in str(failed) and f"requires {tool}" in str(failed)
+            return "fail"
+        return "returned"
+
+    for value in (None, "", "chromium", " , "):
+        assert outcome("ffmpeg", value) == "skip"
+    for value in ("ffmpeg", "chromium,ffmpeg", " Chromium , FFmpeg "):
+        assert outcome("ffmpeg", value) == "fail"
+    assert outcome("chromium", "ffmpeg") == "skip"
+    assert outcome("chromium", "chromium,ffmpeg") == "fail"
+
+
 def test_mp4_has_one_frame_per_block_plus_hold(example, tmp_path):
     import shutil
     import subprocess
@@ -90,7 +112,9 @@ def test_mp4_has_one_frame_per_block_plus_hold(example, tmp_path):
     from captum_daam.visualization import flow_mp4
 
     if shutil.which("ffmpeg") is None or shutil.which("ffprobe") is None:
-        pytest.skip("no ffmpeg/ffprobe installed: MP4 is written only where an encoder is")
+        missing_tool(
+            "ffmpeg", "no ffmpeg/ffprobe installed: MP4 is written only where an encoder is"
+        )
     images, flow = example
     path = flow_mp4(images[0], flow, tmp_path / "flow.mp4", scale=3)  # 96 px: even
     probe = subprocess.run(
