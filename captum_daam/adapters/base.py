@@ -114,6 +114,25 @@ class ModelAdapter(ABC):
         return None
 
     @property
+    def block_names(self) -> List[str]:
+        """The qualified name of the block holding each site, input side first: the
+        element of the nearest enclosing ``ModuleList`` / ``Sequential`` (``blocks.3.attn``
+        gives ``blocks.3``). What a model-randomisation check re-initialises block by
+        block."""
+        modules = dict(self.model.named_modules())
+        names = []
+        for site in self.sites:
+            parts = site.name.split(".")
+            block = site.name.rsplit(".", 1)[0] if "." in site.name else site.name
+            for end in range(len(parts) - 1, 0, -1):
+                parent = modules.get(".".join(parts[: end - 1]) if end > 1 else "")
+                if isinstance(parent, (nn.ModuleList, nn.Sequential)):
+                    block = ".".join(parts[:end])
+                    break
+            names.append(block)
+        return names
+
+    @property
     def token_attention_refusal(self) -> Optional[str]:
         """Why the model has no token-by-token attention matrix per block (what attention
         rollout and Chefer's gradient-weighted rollout multiply), or ``None`` where it

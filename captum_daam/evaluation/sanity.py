@@ -50,17 +50,6 @@ TIMM_INIT_STD = 0.02
 MODES = ("cascading", "independent")
 
 
-def _block_of(name: str, modules: Dict[str, nn.Module]) -> str:
-    """The block holding the attention module ``name``: the element of the nearest
-    enclosing ``ModuleList`` / ``Sequential`` (``blocks.3.attn`` -> ``blocks.3``)."""
-    parts = name.split(".")
-    for end in range(len(parts) - 1, 0, -1):
-        parent = modules.get(".".join(parts[: end - 1]) if end > 1 else "")
-        if isinstance(parent, (nn.ModuleList, nn.Sequential)):
-            return ".".join(parts[:end])
-    return name.rsplit(".", 1)[0] if "." in name else name
-
-
 def randomization_layers(model: nn.Module) -> List[str]:
     """Layers to randomise, top first: the classifier head (the adapter's
     :attr:`~captum_daam.adapters.ModelAdapter.classifier`, when it has parameters), then
@@ -85,8 +74,7 @@ def randomization_layers(model: nn.Module) -> List[str]:
     adapter = get_adapter(base)
     modules = dict(base.named_modules())
     blocks: List[str] = []
-    for site in reversed(list(adapter.sites)):
-        block = _block_of(site.name, modules)
+    for block in reversed(adapter.block_names):
         if block not in blocks:
             blocks.append(block)
     names = {id(module): name for name, module in modules.items()}
