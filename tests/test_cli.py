@@ -15,6 +15,7 @@ from safetensors.torch import load_file, save_file
 
 from captum_daam.cli import main
 from captum_daam.zoo import DEFAULT_WEIGHTS_PATH
+from viewer_pages import decode, page_data
 
 MODEL = "test_vit"  # timm's tiny test ViT: 160 px, 6 blocks, 64 channels
 
@@ -526,22 +527,6 @@ def test_demo_energy_in_boxes_is_the_mass_of_the_written_maps_inside_the_boxes(c
     assert float(shown.group(2)) == pytest.approx(np.mean(areas), abs=6e-4)
 
 
-def _page_data(page: str) -> dict:
-    found = re.search(r'<script type="application/json" id="daam-data">(.*?)</script>', page, re.S)
-    assert found, "the page embeds its data"
-    return json.loads(found.group(1))
-
-
-def _decode(url: str) -> np.ndarray:
-    import base64
-    import io
-
-    header, payload = url.split(",", 1)
-    assert header in ("data:image/png;base64", "data:image/jpeg;base64")
-    with Image.open(io.BytesIO(base64.b64decode(payload))) as picture:
-        return np.asarray(picture.convert("RGB")).astype(np.float64)
-
-
 def _tiles(picture: np.ndarray, side: int = 16) -> np.ndarray:
     """Means of side x side tiles of an (H, W, 3) picture: what JPEG keeps well."""
     rows, cols = picture.shape[0] // side, picture.shape[1] // side
@@ -576,7 +561,7 @@ def test_explain_viewer_shows_each_class_rank_with_its_own_daam_call(
     args = ["explain", image_folder, "--model", MODEL, "--weights", tiny_weights]
     code, _, stderr = run(capsys, *args, "--out", out, "--topk", "2", "--html", "--batch-size", "1")
     assert code == 0, stderr
-    data = _page_data((out / "viewer.html").read_text(encoding="utf-8"))
+    data = page_data((out / "viewer.html").read_text(encoding="utf-8"))
     loaded = load_model(MODEL, str(tiny_weights))
     model = timm.create_model(MODEL, pretrained=False, num_classes=5).eval()
     model.load_state_dict(load_file(str(tiny_weights)))
@@ -598,7 +583,7 @@ def test_explain_viewer_shows_each_class_rank_with_its_own_daam_call(
                 assert len(entry[which]) == len(frames) == 6
                 for b, frame in enumerate(frames):
                     expected = _tiles(np.clip(jet(frame)[..., :3], 0, 1) * 255)
-                    shown = _tiles(_decode(entry[which][b]))
+                    shown = _tiles(decode(entry[which][b]).astype(np.float64))
                     # JPEG keeps tile means within ~2 levels; another class's or
                     # another block's frame is 10 to 100 levels away.
                     assert np.abs(shown - expected).mean() < 4, (image["name"], rank, which, b)

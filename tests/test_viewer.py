@@ -29,6 +29,7 @@ from captum_daam.viewer import explain_top_k, render_flow_viewer, write_flow_vie
 from captum_daam.visualization import display_frames
 from conftest import missing_tool
 from families import NUM_CLASSES, build
+from viewer_pages import decode, page_data
 
 NAMES = [f"name {i} <b>&amp;</b>" for i in range(NUM_CLASSES)]
 
@@ -39,19 +40,6 @@ def explained():
     images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(5))
     flows = explain_top_k(DAAM(model), images, k=2)
     return model, images, flows
-
-
-def page_data(page: str) -> dict:
-    match = re.search(r'<script type="application/json" id="daam-data">(.*?)</script>', page, re.S)
-    assert match, "the page embeds its data"
-    return json.loads(match.group(1))
-
-
-def decode(url: str) -> np.ndarray:
-    header, payload = url.split(",", 1)
-    assert header in ("data:image/png;base64", "data:image/jpeg;base64")
-    with Image.open(io.BytesIO(base64.b64decode(payload))) as image:
-        return np.asarray(image.convert("RGB"))
 
 
 def test_top_k_flows_explain_the_ranked_classes(explained):
