@@ -42,6 +42,13 @@ def image_folder(tmp_path):
     return folder
 
 
+def explain_tiny(capsys, folder, weights, out, *args):
+    """``captum-daam explain FOLDER --model MODEL --weights WEIGHTS --out OUT ARGS...``."""
+    return run(
+        capsys, "explain", folder, "--model", MODEL, "--weights", weights, "--out", out, *args
+    )
+
+
 def run(capsys, *args):
     code = main([str(a) for a in args])
     captured = capsys.readouterr()
@@ -52,15 +59,10 @@ def test_explain_folder_writes_outputs_and_skips_bad_files(
     capsys, tmp_path, image_folder, tiny_weights
 ):
     out = tmp_path / "out"
-    code, stdout, stderr = run(
+    code, stdout, stderr = explain_tiny(
         capsys,
-        "explain",
         image_folder,
-        "--model",
-        MODEL,
-        "--weights",
         tiny_weights,
-        "--out",
         out,
         "--topk",
         "2",
@@ -164,21 +166,8 @@ def test_self_supervised_explain_with_a_bank(capsys, tmp_path, image_folder, tin
     bank_path = tmp_path / "bank.safetensors"
     bank.save(bank_path)
     out = tmp_path / "ssl"
-    code, _, stderr = run(
-        capsys,
-        "explain",
-        image_folder,
-        "--model",
-        MODEL,
-        "--weights",
-        tiny_weights,
-        "--out",
-        out,
-        "--ssl",
-        "--bank",
-        bank_path,
-        "--k",
-        "4",
+    code, _, stderr = explain_tiny(
+        capsys, image_folder, tiny_weights, out, "--ssl", "--bank", bank_path, "--k", "4"
     )
     assert code == 0, stderr
     summary = json.loads((out / "summary.json").read_text())
@@ -186,32 +175,10 @@ def test_self_supervised_explain_with_a_bank(capsys, tmp_path, image_folder, tin
         vote = record["predictions"][0]
         assert vote["class"] in (0, 1, 2) and 0 < vote["vote_share"] <= 1
         assert record["explained"][0]["class"] == vote["class"]
-    code, _, stderr = run(
-        capsys,
-        "explain",
-        image_folder,
-        "--model",
-        MODEL,
-        "--weights",
-        tiny_weights,
-        "--out",
-        out,
-        "--ssl",
-    )
+    code, _, stderr = explain_tiny(capsys, image_folder, tiny_weights, out, "--ssl")
     assert code == 2 and "--ssl and --bank FILE go together" in stderr
-    code, _, stderr = run(
-        capsys,
-        "explain",
-        image_folder,
-        "--model",
-        MODEL,
-        "--weights",
-        tiny_weights,
-        "--out",
-        out,
-        "--ssl",
-        "--bank",
-        tmp_path / "no.st",
+    code, _, stderr = explain_tiny(
+        capsys, image_folder, tiny_weights, out, "--ssl", "--bank", tmp_path / "no.st"
     )
     assert code == 2 and "cannot use memory bank" in stderr and "Traceback" not in stderr
 
@@ -265,18 +232,8 @@ def test_oversized_and_truncated_images_are_skipped_not_fatal(capsys, tmp_path, 
     assert [r["file"].split("/")[-1] for r in summary["images"]] == ["good.jpg"]
     assert len(summary["skipped"]) == 2
     # a cap below every image: all reported, then one error line, status 2
-    code, _, stderr = run(
-        capsys,
-        "explain",
-        folder / "good.jpg",
-        "--model",
-        MODEL,
-        "--weights",
-        tiny_weights,
-        "--out",
-        out,
-        "--max-pixels",
-        "100",
+    code, _, stderr = explain_tiny(
+        capsys, folder / "good.jpg", tiny_weights, out, "--max-pixels", "100"
     )
     assert code == 2 and "over the cap of 100" in stderr
     assert stderr.strip().splitlines()[-1] == "captum-daam: error: none of the images could be read"
@@ -310,16 +267,8 @@ def test_bad_weights_and_bank_files_are_one_line(capsys, tmp_path, image_folder,
         random_pth: "is not a readable PyTorch weights file",
     }
     for weights, message in expected.items():
-        code, stdout, stderr = run(
-            capsys,
-            "explain",
-            image_folder / "a.png",
-            "--model",
-            MODEL,
-            "--weights",
-            weights,
-            "--out",
-            tmp_path / "out",
+        code, stdout, stderr = explain_tiny(
+            capsys, image_folder / "a.png", weights, tmp_path / "out"
         )
         assert code == 2 and "pwned" not in stdout
         line = _one_error_line(stderr)
